@@ -1,0 +1,22 @@
+/*
+ * edgefl: real-time, privacy-preserving federated learning and small
+ * language models for edge devices. Umbrella header: includes every public
+ * edgefl header.
+ */
+#ifndef EDGEFL_EDGEFL_H
+#define EDGEFL_EDGEFL_H
+
+#include "edgefl/core.h"
+#include "edgefl/arena.h"
+#include "edgefl/rng.h"
+#include "edgefl/pool.h"
+#include "edgefl/params.h"
+#include "edgefl/nn.h"
+#include "edgefl/optim.h"
+#include "edgefl/model.h"
+#include "edgefl/data.h"
+#include "edgefl/train.h"
+#include "edgefl/io.h"
+#include "edgefl/checkpoint.h"
+
+#endif /* EDGEFL_EDGEFL_H */

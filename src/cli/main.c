@@ -1,0 +1,53 @@
+/*
+ * edgefl command-line program: dispatches `edgefl <command>` to the
+ * commands in this folder. Only the CLI may exit the process.
+ */
+#include <string.h>
+
+#include "cli.h"
+
+static const cli_cmd COMMANDS[] = {
+    {"train", "train a model on this machine and report test accuracy", cmd_train},
+    {"eval", "evaluate a saved model on a test set", cmd_eval},
+};
+#define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
+
+static void usage(FILE *f) {
+    fprintf(f, "Usage: edgefl <command> [options]\n\n"
+               "edgefl %s: federated learning and small language models for edge devices.\n\n"
+               "Commands:\n",
+            ef_version());
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        fprintf(f, "  %-10s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+    fprintf(f, "\nOptions:\n  -h, --help     show this help\n  --version      print the version\n"
+               "\n'edgefl <command> --help' describes a command's options.\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    const char *c = argv[1];
+    if (strcmp(c, "-h") == 0 || strcmp(c, "--help") == 0 || strcmp(c, "help") == 0) {
+        if (strcmp(c, "help") == 0 && argc > 2) {
+            for (size_t i = 0; i < N_COMMANDS; i++)
+                if (strcmp(argv[2], COMMANDS[i].name) == 0) {
+                    char *av[] = {argv[0], argv[2], "--help", NULL};
+                    return COMMANDS[i].run(3, av);
+                }
+            fprintf(stderr, "edgefl: unknown command '%s'\n", argv[2]);
+            return CLI_EXIT_USAGE;
+        }
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(c, "--version") == 0 || strcmp(c, "version") == 0) {
+        printf("edgefl %s\n", ef_version());
+        return 0;
+    }
+    for (size_t i = 0; i < N_COMMANDS; i++)
+        if (strcmp(c, COMMANDS[i].name) == 0) return COMMANDS[i].run(argc, argv);
+    fprintf(stderr, "edgefl: unknown command '%s'\nTry 'edgefl --help'.\n", c);
+    return CLI_EXIT_USAGE;
+}
