@@ -50,6 +50,9 @@ EF_API void ef_optim_step(ef_optim *o, float *params, const float *grads, ef_poo
 /* Changes the learning rate (schedules). */
 EF_API void ef_optim_set_lr(ef_optim *o, float lr);
 
+/* The current learning rate. */
+EF_API float ef_optim_get_lr(const ef_optim *o);
+
 /* Zeroes the state and the step count (e.g. at the start of a federated round). */
 EF_API void ef_optim_reset(ef_optim *o);
 

@@ -15,10 +15,27 @@
 extern "C" {
 #endif
 
+/* Learning-rate schedules over the whole run (all epochs). */
+typedef enum ef_lr_schedule {
+    EF_LR_CONSTANT = 0, /* the optimizer's lr throughout */
+    EF_LR_COSINE = 1,   /* lr * 0.5 (1 + cos(pi * step / total)), after warm-up */
+    EF_LR_LINEAR = 2    /* lr * (1 - step / total), after warm-up */
+} ef_lr_schedule;
+
+/* "constant", "cosine", "linear"; EF_ERR_INVALID otherwise. */
+EF_API ef_status ef_lr_schedule_parse(const char *name, ef_lr_schedule *out);
+EF_API const char *ef_lr_schedule_name(ef_lr_schedule s);
+
+/* Learning rate at `step` (0-based) of `total` steps with `warmup` warm-up
+ * steps (linear ramp from lr/warmup), for base rate `lr`. */
+EF_API float ef_lr_at(ef_lr_schedule s, float lr, uint64_t step, uint64_t total, uint64_t warmup);
+
 typedef struct ef_train_config {
     int epochs;     /* >= 1 */
     int batch;      /* 1..model max_batch; the last batch of an epoch may be smaller */
     uint64_t seed;  /* shuffling order */
+    ef_lr_schedule schedule; /* applied to the optimizer's lr at the start of the call */
+    uint64_t warmup_steps;
 } ef_train_config;
 
 /* Passed to the progress callback (after each step) and returned at the end. */

@@ -15,8 +15,8 @@ static const char *USAGE =
 static const char *DESC =
     "Trains a model on the training split, then reports accuracy on the test split.\n"
     "Progress (epoch, step, loss, samples/s, ETA) goes to stderr; with --json, stdout\n"
-    "carries exactly one JSON object. Defaults per model: cnn lr 0.05, mlp lr 0.05,\n"
-    "logreg lr 0.01 with SGD momentum 0.9; adamw defaults to lr 0.001.";
+    "carries exactly one JSON object. Default learning rates (SGD, momentum 0.9, cosine\n"
+    "schedule): cnn 0.03, mlp 0.02, logreg 0.008; with --optimizer adamw, 0.001.";
 
 typedef struct train_state {
     cli_progress prog;
@@ -34,16 +34,22 @@ static int on_progress(void *user, const ef_train_progress *p) {
     return 0;
 }
 
-static float default_lr(ef_model_arch arch, ef_optim_kind kind) {
-    if (kind == EF_OPTIM_ADAMW) return 1e-3f;
-    return arch == EF_MODEL_LOGREG ? 0.01f : 0.05f;
+static double default_lr(ef_model_arch arch, ef_optim_kind kind) {
+    /* tuned for Fashion-MNIST, batch 32, 3 epochs, cosine schedule */
+    if (kind == EF_OPTIM_ADAMW) return 1e-3;
+    switch (arch) {
+    case EF_MODEL_LOGREG: return 0.008;
+    case EF_MODEL_MLP: return 0.02;
+    case EF_MODEL_CNN: return 0.03;
+    }
+    return 0.01;
 }
 
 int cmd_train(int argc, char **argv) {
     const char *model = "cnn", *dataset = "fashion-mnist", *data_dir = NULL, *out = NULL;
-    const char *optimizer = "sgd";
+    const char *optimizer = "sgd", *schedule = "cosine";
     int epochs = 3, batch = 32, threads = 0, json = 0, quiet = 0, nesterov = 0;
-    int limit = 0, eval_limit = 0;
+    int limit = 0, eval_limit = 0, warmup = 0;
     double lr = 0, momentum = 0.9, wd = 0;
     uint64_t seed = 1;
     cli_opt opts[] = {
@@ -54,6 +60,8 @@ int cmd_train(int argc, char **argv) {
         {"batch", CLI_INT, &batch, "B", "mini-batch size (default 32)", 1, 65536, NULL, 0},
         {"lr", CLI_FLOAT, &lr, "X", "learning rate (default depends on model and optimizer)", 1e-12, 100, NULL, 0},
         {"optimizer", CLI_CHOICE, &optimizer, NULL, "optimizer (default sgd)", 0, 0, "sgd|adamw", 0},
+        {"schedule", CLI_CHOICE, &schedule, NULL, "learning-rate schedule over the run (default cosine)", 0, 0, "constant|cosine|linear", 0},
+        {"warmup", CLI_INT, &warmup, "N", "warm-up steps with a linear ramp (default 0)", 0, 1 << 30, NULL, 0},
         {"momentum", CLI_FLOAT, &momentum, "M", "SGD momentum (default 0.9)", 0, 0.999999, NULL, 0},
         {"nesterov", CLI_FLAG, &nesterov, NULL, "use Nesterov momentum (SGD)", 0, 0, NULL, 0},
         {"weight-decay", CLI_FLOAT, &wd, "W", "weight decay (default 0; AdamW's is decoupled)", 0, 10, NULL, 0},
@@ -72,7 +80,9 @@ int cmd_train(int argc, char **argv) {
 
     ef_model_arch arch;
     ef_optim_kind okind;
-    if (ef_model_arch_parse(model, &arch) != EF_OK || ef_optim_kind_parse(optimizer, &okind) != EF_OK) {
+    ef_lr_schedule sched;
+    if (ef_model_arch_parse(model, &arch) != EF_OK || ef_optim_kind_parse(optimizer, &okind) != EF_OK ||
+        ef_lr_schedule_parse(schedule, &sched) != EF_OK) {
         cli_error("train", "%s", ef_last_error());
         return CLI_EXIT_USAGE;
     }
@@ -81,7 +91,8 @@ int cmd_train(int argc, char **argv) {
         return CLI_EXIT_USAGE;
     }
     ef_optim_config oc = ef_optim_defaults(okind);
-    oc.lr = cli_find(opts, "lr")->seen ? (float)lr : default_lr(arch, okind);
+    if (!cli_find(opts, "lr")->seen) lr = default_lr(arch, okind);
+    oc.lr = (float)lr;
     if (okind == EF_OPTIM_SGD) {
         oc.momentum = (float)momentum;
         oc.nesterov = nesterov;
@@ -110,7 +121,7 @@ int cmd_train(int argc, char **argv) {
     size_t n_train = limit && (size_t)limit < train.n ? (size_t)limit : train.n;
     size_t n_test = eval_limit && (size_t)eval_limit < test.n ? (size_t)eval_limit : test.n;
     ef_model_config mc = {.arch = arch, .c = train.c, .h = train.h, .w = train.w,
-                          .n_classes = train.n_classes, .max_batch = batch < 256 ? 256 : batch};
+                          .n_classes = train.n_classes, .max_batch = batch};
     if (ef_model_new(&m, &mc, pool) != EF_OK || ef_optim_new(&opt, &oc, ef_model_numel(m)) != EF_OK) {
         cli_error("train", "%s", ef_last_error());
         goto done;
@@ -121,7 +132,8 @@ int cmd_train(int argc, char **argv) {
                         "%s lr %g, batch %d, %d threads\n",
                 model, ef_model_numel(m), dataset, n_train, n_test, optimizer, (double)oc.lr,
                 batch, ef_pool_threads(pool));
-    ef_train_config tc = {.epochs = epochs, .batch = batch, .seed = seed};
+    ef_train_config tc = {.epochs = epochs, .batch = batch, .seed = seed, .schedule = sched,
+                          .warmup_steps = (uint64_t)warmup};
     ef_train_progress fin;
     if (ef_train(m, opt, &train, NULL, n_train, &tc, on_progress, &ts, &fin) != EF_OK) {
         cli_progress_done(&ts.prog);
@@ -164,7 +176,8 @@ int cmd_train(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "params", (double)ef_model_numel(m));
         cJSON_AddNumberToObject(j, "epochs", epochs);
         cJSON_AddNumberToObject(j, "batch", batch);
-        cJSON_AddNumberToObject(j, "lr", oc.lr);
+        cJSON_AddNumberToObject(j, "lr", lr);
+        cJSON_AddStringToObject(j, "schedule", schedule);
         cJSON_AddStringToObject(j, "optimizer", optimizer);
         cJSON_AddNumberToObject(j, "threads", ef_pool_threads(pool));
         cJSON_AddNumberToObject(j, "seed", (double)seed);

@@ -141,6 +141,8 @@ void ef_optim_step(ef_optim *o, float *params, const float *grads, ef_pool *pool
 
 void ef_optim_set_lr(ef_optim *o, float lr) { o->cfg.lr = lr; }
 
+float ef_optim_get_lr(const ef_optim *o) { return o->cfg.lr; }
+
 void ef_optim_reset(ef_optim *o) {
     o->t = 0;
     if (o->m) memset(o->m, 0, o->n * sizeof(float));

@@ -3,11 +3,40 @@
  * Batches are gathered from uint8 pixels into one float buffer per call, so
  * the dataset never exists as floats.
  */
+#include <math.h>
 #include <string.h>
 
 #include "core/core_internal.h"
 #include "edgefl/rng.h"
 #include "edgefl/train.h"
+
+ef_status ef_lr_schedule_parse(const char *name, ef_lr_schedule *out) {
+    for (int i = EF_LR_CONSTANT; i <= EF_LR_LINEAR; i++)
+        if (strcmp(name, ef_lr_schedule_name((ef_lr_schedule)i)) == 0) {
+            *out = (ef_lr_schedule)i;
+            return EF_OK;
+        }
+    return ef__fail(EF_ERR_INVALID, "unknown schedule '%s' (expected constant, cosine or linear)",
+                    name);
+}
+
+const char *ef_lr_schedule_name(ef_lr_schedule s) {
+    switch (s) {
+    case EF_LR_CONSTANT: return "constant";
+    case EF_LR_COSINE: return "cosine";
+    case EF_LR_LINEAR: return "linear";
+    }
+    return "unknown";
+}
+
+float ef_lr_at(ef_lr_schedule s, float lr, uint64_t step, uint64_t total, uint64_t warmup) {
+    if (warmup > 0 && step < warmup) return lr * (float)(step + 1) / (float)warmup;
+    if (s == EF_LR_CONSTANT || total <= warmup) return lr;
+    double f = (double)(step - warmup) / (double)(total - warmup);
+    if (f > 1.0) f = 1.0;
+    if (s == EF_LR_COSINE) return (float)(lr * 0.5 * (1.0 + cos(3.141592653589793 * f)));
+    return (float)(lr * (1.0 - f));
+}
 
 ef_status ef_train(ef_model *m, ef_optim *opt, const ef_dataset *ds, const uint32_t *idx,
                    size_t n, const ef_train_config *cfg, ef_train_progress_fn progress,
@@ -24,6 +53,7 @@ ef_status ef_train(ef_model *m, ef_optim *opt, const ef_dataset *ds, const uint3
         return ef__fail(EF_ERR_INVALID, "train: model input %dx%dx%d does not match the data",
                         mc->c, mc->h, mc->w);
     size_t ex = ef_dataset_example_size(ds);
+    const float base_lr = ef_optim_get_lr(opt);
     ef_status st = EF_OK;
     uint32_t *order = ef_malloc(n * sizeof *order);
     float *x = ef_malloc((size_t)cfg->batch * ex * sizeof(float));
@@ -44,6 +74,7 @@ ef_status ef_train(ef_model *m, ef_optim *opt, const ef_dataset *ds, const uint3
     ef_train_progress p = {.epochs = cfg->epochs,
                            .steps_per_epoch = (n + (size_t)cfg->batch - 1) / (size_t)cfg->batch,
                            .samples_total = n * (size_t)cfg->epochs};
+    uint64_t total_steps = (uint64_t)p.steps_per_epoch * (uint64_t)cfg->epochs, step_no = 0;
     float *params = ef_params_data(ef_model_params(m));
     float *grads = ef_model_grads(m);
     double t0 = ef_now();
@@ -59,6 +90,8 @@ ef_status ef_train(ef_model *m, ef_optim *opt, const ef_dataset *ds, const uint3
             float loss = 0.0f;
             if ((st = ef_model_forward(m, x, y, bn, &loss)) != EF_OK) goto done;
             if ((st = ef_model_backward(m)) != EF_OK) goto done;
+            ef_optim_set_lr(opt, ef_lr_at(cfg->schedule, base_lr, step_no++, total_steps,
+                                          cfg->warmup_steps));
             ef_optim_step(opt, params, grads, ef_model_pool(m));
             loss_sum += (double)loss * bn;
             seen += (size_t)bn;
@@ -74,6 +107,7 @@ ef_status ef_train(ef_model *m, ef_optim *opt, const ef_dataset *ds, const uint3
         }
     }
 done:
+    ef_optim_set_lr(opt, base_lr); /* the schedule is this call's; the base rate stays */
     if (final && st == EF_OK) *final = p;
     ef_free(order);
     ef_free(x);
