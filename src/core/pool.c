@@ -21,6 +21,7 @@ struct ef_pool {
     _Atomic uint64_t gen;
     _Atomic int pending;
     int stop;
+    int spin;               /* 0 when there are more threads than CPUs */
     ef_pool_fn fn;
     void *ctx;
 };
@@ -52,13 +53,16 @@ static void *worker_main(void *argp) {
     uint64_t seen = 0;
     for (;;) {
         uint64_t g = atomic_load_explicit(&p->gen, memory_order_acquire);
-        if (g == seen) {
+        if (g == seen && p->spin) {
             double t0 = ef_now();
             for (unsigned i = 1;; i++) {
                 cpu_relax();
                 g = atomic_load_explicit(&p->gen, memory_order_acquire);
                 if (g != seen) break;
-                if ((i & 255) == 0 && ef_now() - t0 > SPIN_SECONDS) break;
+                if ((i & 255) == 0) {
+                    if (ef_now() - t0 > SPIN_SECONDS) break;
+                    sched_yield(); /* let a preempted peer finish its share */
+                }
             }
         }
         if (g == seen) {
@@ -87,6 +91,10 @@ ef_status ef_pool_new(ef_pool **out, int n_threads) {
     ef_pool *p = ef_calloc(1, sizeof *p);
     if (!p) return EF_ERR_NOMEM;
     p->n = n_threads;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    /* Spinning only pays when every thread has a CPU of its own; otherwise a
+     * spinning thread steals the time slice of the one it waits for. */
+    p->spin = cpus <= 0 || n_threads <= cpus;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     pthread_mutex_init(&p->run_mu, NULL);
@@ -165,7 +173,7 @@ void ef_pool_run(ef_pool *p, ef_pool_fn fn, void *ctx) {
 
     for (unsigned i = 1; atomic_load_explicit(&p->pending, memory_order_acquire) > 0; i++) {
         cpu_relax();
-        if ((i & 1023) == 0) sched_yield();
+        if (!p->spin || (i & 1023) == 0) sched_yield();
     }
     pthread_mutex_unlock(&p->run_mu);
 }
