@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "conv2d_internal.h"
+#include "fastmath_internal.h"
 #include "nn_internal.h"
 
 static int g_fast = 1;
@@ -177,11 +178,7 @@ static void conv_bwd(void *c, int t, int nt) {
         // dW (OC, CKK) += dout (OC, OHW) @ col^T (OHW, CKK)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, d->OC, ckk, ohw, 1.0f, dout, ohw, B,
                     ohw, 1.0f, dw, ckk);
-        for (int oc = 0; oc < d->OC; oc++) {
-            float s = 0.0f;
-            for (int i = 0; i < ohw; i++) s += dout[(size_t)oc * ohw + i];
-            db[oc] += s;
-        }
+        for (int oc = 0; oc < d->OC; oc++) db[oc] += ef__sum(dout + (size_t)oc * ohw, ohw);
         if (x->dinp) {
             float *di = x->dinp + (size_t)n * d->C * d->H * d->W;
             // dcol (CKK, OHW) = weight^T (CKK, OC) @ dout (OC, OHW)

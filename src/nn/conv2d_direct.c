@@ -12,6 +12,7 @@
  */
 #include "conv2d_internal.h"
 #include "nn_internal.h"
+#include "fastmath_internal.h"
 #include "simd.h"
 
 #define MAX_K 7
@@ -59,9 +60,10 @@ INLINE void pad_image(float *restrict P, const float *restrict img, const ef_con
  * four vectors are accumulated at once: eight independent FMA chains keep
  * both FMA units busy (one chain would wait on each FMA's latency).
  */
-INLINE void fwd_image(float *restrict out, const float *restrict P, const float *restrict weight,
-                      const float *restrict bias, const ef_conv2d_desc *d) {
-    int K = d->KH, OH = ef_conv2d_out_h(d), OW = ef_conv2d_out_w(d);
+INLINE void fwd_image_k(int K, float *restrict out, const float *restrict P,
+                        const float *restrict weight, const float *restrict bias,
+                        const ef_conv2d_desc *d) {
+    int OH = ef_conv2d_out_h(d), OW = ef_conv2d_out_w(d);
     int rs = row_stride(d), ph = d->H + 2 * d->pad;
     float row[2][MAX_ROW];
     for (int oc = 0; oc < d->OC; oc++) {
@@ -96,35 +98,69 @@ INLINE void fwd_image(float *restrict out, const float *restrict P, const float 
 }
 
 /* dW (OC, C, K, K) += and db (OC) += for one image. */
-INLINE void wgrad_image(float *restrict dw, float *restrict db, const float *restrict dout,
-                        const float *restrict P, float *restrict dyp, const ef_conv2d_desc *d) {
-    int K = d->KH, OH = ef_conv2d_out_h(d), OW = ef_conv2d_out_w(d);
+INLINE void wgrad_image_k(int K, float *restrict dw, float *restrict db,
+                          const float *restrict dout, const float *restrict P,
+                          float *restrict dyp, const ef_conv2d_desc *d) {
+    int OH = ef_conv2d_out_h(d), OW = ef_conv2d_out_w(d);
     int rs = row_stride(d), ph = d->H + 2 * d->pad, ds = dy_stride(d);
     for (int oc = 0; oc < d->OC; oc++) {
         const float *dy = dout + (size_t)oc * OH * OW;
-        float s = 0.0f;
         for (int y = 0; y < OH; y++) {
             float *r = dyp + (size_t)y * ds;
             memcpy(r, dy + (size_t)y * OW, sizeof(float) * (size_t)OW);
             for (int x = OW; x < ds; x++) r[x] = 0.0f;
-            for (int x = 0; x < OW; x++) s += r[x];
         }
-        db[oc] += s;
+        /* eight partial sums: a single running sum would be one long
+         * dependency chain of additions */
+        db[oc] += ef__sum(dyp, OH * ds);
         for (int c = 0; c < d->C; c++)
-            for (int kh = 0; kh < K; kh++) {
-                v8 acc[MAX_K];
-                for (int kw = 0; kw < K; kw++) acc[kw] = zero8();
+            /* two kernel rows at a time: 2K independent FMA chains */
+            for (int kh = 0; kh < K; kh += 2) {
+                int nk = K - kh < 2 ? 1 : 2;
+                v8 acc[2][MAX_K];
+                for (int r = 0; r < 2; r++)
+                    for (int kw = 0; kw < K; kw++) acc[r][kw] = zero8();
                 for (int y = 0; y < OH; y++) {
-                    const float *p = P + ((size_t)c * ph + y + kh) * rs;
+                    /* with nk == 1 the second row reads a valid padded row; unused */
+                    const float *p0 = P + ((size_t)c * ph + y + kh) * rs;
+                    const float *p1 = p0 + rs;
                     const float *g = dyp + (size_t)y * ds;
                     for (int x0 = 0; x0 < OW; x0 += 8) {
                         v8 gv = ld8(g + x0);
-                        for (int kw = 0; kw < K; kw++) acc[kw] += gv * ld8(p + x0 + kw);
+                        for (int kw = 0; kw < K; kw++) {
+                            acc[0][kw] += gv * ld8(p0 + x0 + kw);
+                            acc[1][kw] += gv * ld8(p1 + x0 + kw);
+                        }
                     }
                 }
-                float *w = dw + (((size_t)oc * d->C + c) * K + kh) * K;
-                for (int kw = 0; kw < K; kw++) w[kw] += hsum8(acc[kw]);
+                for (int r = 0; r < nk; r++) {
+                    float *w = dw + (((size_t)oc * d->C + c) * K + kh + r) * K;
+                    for (int kw = 0; kw < K; kw++) w[kw] += hsum8(acc[r][kw]);
+                }
             }
+    }
+}
+
+/*
+ * The kernel size is passed as a constant for the common sizes so the
+ * compiler unrolls the kw loops and keeps the accumulators in registers
+ * (indexed by a run-time K they would live on the stack).
+ */
+INLINE void fwd_image(float *restrict out, const float *restrict P, const float *restrict weight,
+                      const float *restrict bias, const ef_conv2d_desc *d) {
+    switch (d->KH) {
+    case 3: fwd_image_k(3, out, P, weight, bias, d); break;
+    case 5: fwd_image_k(5, out, P, weight, bias, d); break;
+    default: fwd_image_k(d->KH, out, P, weight, bias, d); break;
+    }
+}
+
+INLINE void wgrad_image(float *restrict dw, float *restrict db, const float *restrict dout,
+                        const float *restrict P, float *restrict dyp, const ef_conv2d_desc *d) {
+    switch (d->KH) {
+    case 3: wgrad_image_k(3, dw, db, dout, P, dyp, d); break;
+    case 5: wgrad_image_k(5, dw, db, dout, P, dyp, d); break;
+    default: wgrad_image_k(d->KH, dw, db, dout, P, dyp, d); break;
     }
 }
 

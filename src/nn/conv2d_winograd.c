@@ -25,6 +25,7 @@
 
 
 #include "conv2d_internal.h"
+#include "fastmath_internal.h"
 #include "nn_internal.h"
 #include "sgemm_small.h"
 #include "simd.h"
@@ -531,10 +532,8 @@ static void bias_grad(void *c, int64_t b, int64_t e, int thread) {
     size_t ohw = (size_t)x->g.OH * x->g.OW;
     for (int64_t oc = b; oc < e; oc++) {
         float s = 0.0f;
-        for (int n = 0; n < d->N; n++) {
-            const float *p = x->dout + ((size_t)n * d->OC + (size_t)oc) * ohw;
-            for (size_t i = 0; i < ohw; i++) s += p[i];
-        }
+        for (int n = 0; n < d->N; n++)
+            s += ef__sum(x->dout + ((size_t)n * d->OC + (size_t)oc) * ohw, (int)ohw);
         x->dbias[oc] += s;
     }
 }

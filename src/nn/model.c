@@ -267,6 +267,41 @@ void ef_model_init(ef_model *m, uint64_t seed) {
     }
 }
 
+/* Element-wise jobs split across the pool (large buffers only: waking the
+ * workers costs a few microseconds). */
+typedef enum ew_kind { EW_ZERO, EW_RELU, EW_RELU_MASK } ew_kind;
+
+typedef struct ew_ctx {
+    ew_kind kind;
+    float *a;       /* buffer written */
+    const float *b; /* ReLU output for the mask */
+} ew_ctx;
+
+static void ew_range(void *c, int64_t b, int64_t e, int thread) {
+    EF_UNUSED(thread);
+    ew_ctx *x = c;
+    float *restrict a = x->a;
+    switch (x->kind) {
+    case EW_ZERO:
+        memset(a + b, 0, sizeof(float) * (size_t)(e - b));
+        break;
+    case EW_RELU:
+        ef_relu_forward(a + b, a + b, (size_t)(e - b));
+        break;
+    case EW_RELU_MASK: {
+        /* in-place ReLU backward: the gradient buffer is shared with the layer below */
+        const float *restrict o = x->b;
+        for (int64_t i = b; i < e; i++) a[i] = o[i] > 0.0f ? a[i] : 0.0f;
+        break;
+    }
+    }
+}
+
+static void elementwise(ef_pool *pool, ew_kind kind, float *a, const float *b, size_t n) {
+    ew_ctx x = {kind, a, b};
+    ef_pool_for(n >= 65536 ? pool : NULL, (int64_t)n, ew_range, &x);
+}
+
 static const float *layer_input(const ef_model *m, int i) {
     return i == 0 ? m->x : m->L[i - 1].out;
 }
@@ -299,7 +334,7 @@ ef_status ef_model_forward(ef_model *m, const float *x, const int32_t *y, int n,
             break;
         }
         case L_RELU:
-            ef_relu_forward(l->out, l->out, (size_t)n * layer_out_size(l));
+            elementwise(m->pool, EW_RELU, l->out, NULL, (size_t)n * layer_out_size(l));
             break;
         case L_MAXPOOL:
             ef_maxpool2d_forward(l->out, l->argmax, in, n, l->in_c, l->in_h, l->in_w, l->k,
@@ -320,15 +355,10 @@ ef_status ef_model_forward(ef_model *m, const float *x, const int32_t *y, int n,
 
 const float *ef_model_logits(const ef_model *m) { return m->L[m->n_layers - 1].out; }
 
-/* In-place ReLU backward: the gradient buffer is shared with the layer below. */
-static void relu_mask_inplace(float *restrict d, const float *restrict out, size_t n) {
-    for (size_t i = 0; i < n; i++) d[i] = out[i] > 0.0f ? d[i] : 0.0f;
-}
-
 ef_status ef_model_backward(ef_model *m) {
     if (!m->y) return ef__fail(EF_ERR_STATE, "model: backward without a labelled forward pass");
     int n = m->n, K = m->cfg.n_classes;
-    memset(m->grads, 0, ef_params_numel(m->params) * sizeof(float));
+    elementwise(m->pool, EW_ZERO, m->grads, NULL, ef_params_numel(m->params));
     for (int i = 0; i < n; i++) m->dlosses[i] = 1.0f / (float)n;
     layer *last = &m->L[m->n_layers - 1];
     memset(last->dout, 0, sizeof(float) * (size_t)n * K);
@@ -342,7 +372,7 @@ ef_status ef_model_backward(ef_model *m) {
         float *din = NULL;
         if (i > 0 && l->kind != L_RELU) {
             din = m->L[i - 1].dout;
-            memset(din, 0, sizeof(float) * (size_t)n * layer_in_size(l));
+            elementwise(m->pool, EW_ZERO, din, NULL, (size_t)n * layer_in_size(l));
         }
         size_t wo = l->wt >= 0 ? ef_params_info(m->params, (size_t)l->wt)->offset : 0;
         size_t bo = l->bt >= 0 ? ef_params_info(m->params, (size_t)l->bt)->offset : 0;
@@ -358,7 +388,7 @@ ef_status ef_model_backward(ef_model *m) {
             break;
         }
         case L_RELU:
-            relu_mask_inplace(l->dout, l->out, (size_t)n * layer_out_size(l));
+            elementwise(m->pool, EW_RELU_MASK, l->dout, l->out, (size_t)n * layer_out_size(l));
             break;
         case L_MAXPOOL:
             ef_maxpool2d_backward(din, l->dout, l->argmax, n, l->in_c, l->in_h, l->in_w, l->k,

@@ -77,6 +77,10 @@ INLINE void nt_rows(int R, int N, int K8, const float *restrict A, int lda,
     int n0 = 0;
     for (; n0 + 3 <= N; n0 += 3)
         nt_block(R, 3, A, lda, B + (size_t)n0 * ldb, ldb, C + n0, ldc, K8);
+    if (n0 + 2 <= N) {
+        nt_block(R, 2, A, lda, B + (size_t)n0 * ldb, ldb, C + n0, ldc, K8);
+        n0 += 2;
+    }
     for (; n0 < N; n0++) nt_block(R, 1, A, lda, B + (size_t)n0 * ldb, ldb, C + n0, ldc, K8);
 }
 
