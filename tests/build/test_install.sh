@@ -15,11 +15,14 @@ for f in bin/edgefl include/edgefl/edgefl.h include/edgefl/nn.h lib/libedgefl.a 
 done
 ls "$tmp/prefix"/lib/libedgefl.so* >/dev/null || { echo "FAIL: no shared library" >&2; exit 1; }
 export PKG_CONFIG_PATH=$tmp/prefix/lib/pkgconfig
+# a sanitizer build's library needs the sanitizer runtimes linked in too
+SAN=
+grep -q '^EDGEFL_SANITIZE:BOOL=ON' "$BUILD/CMakeCache.txt" && SAN="-fsanitize=address,undefined"
 [ "$(pkg-config --modversion edgefl)" = "$("$EF" --version | cut -d' ' -f2)" ] ||
     { echo "FAIL: pkg-config version differs from edgefl --version" >&2; exit 1; }
-cc -std=c11 -Wall -Werror "$SRC/examples/train_logreg.c" $(pkg-config --cflags --libs edgefl) \
+cc -std=c11 -Wall -Werror $SAN "$SRC/examples/train_logreg.c" $(pkg-config --cflags --libs edgefl) \
     -o "$tmp/ex_shared"
-cc -std=c11 -Wall -Werror "$SRC/examples/train_logreg.c" $(pkg-config --cflags edgefl) \
+cc -std=c11 -Wall -Werror $SAN "$SRC/examples/train_logreg.c" $(pkg-config --cflags edgefl) \
     "$tmp/prefix/lib/libedgefl.a" $(pkg-config --libs --static edgefl | sed 's/-ledgefl//') \
     -o "$tmp/ex_static"
 # only the documented API is exported from the shared library
