@@ -226,8 +226,8 @@ INLINE void output_transform_body(float *restrict out, const float *restrict M, 
                 v8 a = t[r][0] + t[r][1] + t[r][2] + t[r][3] + t[r][4] + bias;
                 v8 b = t[r][1] - t[r][2] + 2.0f * (t[r][3] - t[r][4]) + t[r][5] + bias;
                 /* interleave: columns 2x (a) and 2x+1 (b) */
-                v8 lo = __builtin_shuffle(a, b, (v8i){0, 8, 1, 9, 2, 10, 3, 11});
-                v8 hi = __builtin_shuffle(a, b, (v8i){4, 12, 5, 13, 6, 14, 7, 15});
+                v8 lo = __builtin_shufflevector(a, b, 0, 8, 1, 9, 2, 10, 3, 11);
+                v8 hi = __builtin_shufflevector(a, b, 4, 12, 5, 13, 6, 14, 7, 15);
                 st8(buf[r] + 2 * tx0, lo);
                 st8(buf[r] + 2 * tx0 + LANES, hi);
             }
