@@ -48,7 +48,8 @@ EF_API size_t ef_params_count(const ef_params *p);
 /* Total number of floats. */
 EF_API size_t ef_params_numel(const ef_params *p);
 
-/* The i-th tensor's description (i < count); pointer valid for p's lifetime. */
+/* The i-th tensor's description (i < count), else NULL; owned by p and valid
+ * until the next ef_params_add (which may move the table) or ef_params_free. */
 EF_API const ef_tensor_info *ef_params_info(const ef_params *p, size_t i);
 
 /* Index of the tensor called `name`, or -1. */

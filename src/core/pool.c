@@ -104,6 +104,10 @@ ef_status ef_pool_new(ef_pool **out, int n_threads) {
         p->threads = ef_calloc((size_t)n_threads - 1, sizeof(pthread_t));
         if (!p->threads) goto fail;
     }
+    /* While the workers start, p->n counts the threads running so far (at
+     * first only the caller), so that a failure before the first
+     * pthread_create does not make ef_pool_free join handles never created. */
+    p->n = 1;
     for (int i = 1; i < n_threads; i++) {
         worker_arg *wa = ef_malloc(sizeof *wa);
         if (!wa) goto fail_threads;
