@@ -48,7 +48,8 @@ EF_API void ef_pool_run(ef_pool *p, ef_pool_fn fn, void *ctx);
  */
 EF_API void ef_pool_for(ef_pool *p, int64_t n, ef_range_fn fn, void *ctx);
 
-/* The chunk [*begin, *end) of [0, n) that part `part` of `parts` gets. */
+/* The chunk [*begin, *end) of [0, n) that part `part` of `parts` gets
+ * (empty for n <= 0 or a part outside [0, parts)). */
 EF_API void ef_split_range(int64_t n, int part, int parts, int64_t *begin, int64_t *end);
 
 #ifdef __cplusplus

@@ -183,6 +183,10 @@ void ef_pool_run(ef_pool *p, ef_pool_fn fn, void *ctx) {
 }
 
 void ef_split_range(int64_t n, int part, int parts, int64_t *begin, int64_t *end) {
+    if (parts < 1 || part < 0 || part >= parts || n <= 0) {
+        *begin = *end = 0;
+        return;
+    }
     int64_t base = n / parts, extra = n % parts;
     int64_t b = part * base + (part < extra ? part : extra);
     *begin = b;

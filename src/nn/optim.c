@@ -97,8 +97,9 @@ void ef_adamw_update(float *restrict params, float *restrict m, float *restrict 
                      const float *restrict grads, size_t n, float lr, float beta1, float beta2,
                      float eps, float weight_decay, uint64_t t) {
     // params, m, v, grads (n)
-    float bc1 = 1.0f - powf(beta1, (float)t);
-    float bc2 = 1.0f - powf(beta2, (float)t);
+    /* bias corrections in double, as torch.optim.AdamW computes them */
+    float bc1 = (float)(1.0 - pow((double)beta1, (double)t));
+    float bc2 = (float)(1.0 - pow((double)beta2, (double)t));
     float step = lr / bc1;
     float bc2_sqrt = sqrtf(bc2);
     float decay = 1.0f - lr * weight_decay;

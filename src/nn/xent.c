@@ -51,8 +51,11 @@ static void xent_bwd_rows(void *c, int64_t b, int64_t e, int thread) {
         float *dl = x->dlogits + i * V;
         const float *p = x->cprobs + i * V;
         float g = x->dlosses[i];
+        int t = x->targets[i];
+        float keep = dl[t];
         for (int j = 0; j < V; j++) dl[j] += p[j] * g;
-        dl[x->targets[i]] -= g;
+        /* (p - 1) g for the target rather than p g - g: accurate when p is near 1 */
+        dl[t] = keep + (p[t] - 1.0f) * g;
     }
 }
 
