@@ -278,62 +278,6 @@ INLINE void dout_transform_body(float *restrict Y, size_t ystride, size_t col0,
         }
 }
 
-typedef void (*input_fn)(float *, size_t, size_t, const float *, const float *,
-                         const wgeom *);
-typedef void (*output_fn)(float *, const float *, size_t, size_t, const wgeom *, float, int);
-typedef void (*split_fn)(float *, float *, const float *, int, int, int, const wgeom *);
-
-#if EF_HAVE_AVX2_PATH
-#define EF_AVX2 EF_TARGET_AVX2
-EF_AVX2 static void input_avx2(float *V, size_t vs, size_t c0, const float *pe, const float *po,
-                               const wgeom *g) {
-    input_transform_body(V, vs, c0, pe, po, g);
-}
-EF_AVX2 static void dout_avx2(float *Y, size_t ys, size_t c0, const float *ye, const float *yo,
-                              const wgeom *g) {
-    dout_transform_body(Y, ys, c0, ye, yo, g);
-}
-EF_AVX2 static void output_avx2(float *o, const float *M, size_t ms, size_t c0, const wgeom *g,
-                                float b, int acc) {
-    output_transform_body(o, M, ms, c0, g, b, acc);
-}
-EF_AVX2 static void split_avx2(float *pe, float *po, const float *src, int rows, int cols,
-                               int pad, const wgeom *g) {
-    split_plane(pe, po, src, rows, cols, pad, g);
-}
-#endif
-static void input_base(float *V, size_t vs, size_t c0, const float *pe, const float *po,
-                       const wgeom *g) {
-    input_transform_body(V, vs, c0, pe, po, g);
-}
-static void dout_base(float *Y, size_t ys, size_t c0, const float *ye, const float *yo,
-                      const wgeom *g) {
-    dout_transform_body(Y, ys, c0, ye, yo, g);
-}
-static void output_base(float *o, const float *M, size_t ms, size_t c0, const wgeom *g, float b,
-                        int acc) {
-    output_transform_body(o, M, ms, c0, g, b, acc);
-}
-static void split_base(float *pe, float *po, const float *src, int rows, int cols, int pad,
-                       const wgeom *g) {
-    split_plane(pe, po, src, rows, cols, pad, g);
-}
-
-typedef struct isa {
-    input_fn input;
-    input_fn dout;
-    output_fn output;
-    split_fn split;
-} isa;
-
-static isa pick_isa(void) {
-#if EF_HAVE_AVX2_PATH
-    if (ef_cpu_features() & EF_CPU_AVX2)
-        return (isa){input_avx2, dout_avx2, output_avx2, split_avx2};
-#endif
-    return (isa){input_base, dout_base, output_base, split_base};
-}
-
 /* ---- weight transforms (once per pass; scalar is plenty) --------------- */
 
 static const float WG[ALPHA][5] = {
@@ -380,6 +324,101 @@ static void filter_grad_transform(float *dk, const float w[ALPHA][ALPHA]) {
         }
 }
 
+
+/*
+ * Weight transform of 8 filters at once: u (XI, 8 lanes) = G k G^T for the
+ * 5x5 kernels at k[l * kstride_lane + ...]; stores lane l of point xi at
+ * U[xi * ustride + l].
+ */
+INLINE void filters8_body(float *restrict U, size_t ustride, const float *const *restrict kp,
+                          int rot) {
+    v8 kk[5][5];
+    for (int r = 0; r < 5; r++)
+        for (int c = 0; c < 5; c++) {
+            float lane[8];
+            for (int l = 0; l < 8; l++)
+                lane[l] = rot ? kp[l][(4 - r) * 5 + (4 - c)] : kp[l][r * 5 + c];
+            kk[r][c] = ld8(lane);
+        }
+    v8 t[ALPHA][5];
+    for (int j = 0; j < ALPHA; j++)
+        for (int c = 0; c < 5; c++) {
+            v8 acc = zero8();
+            for (int r = 0; r < 5; r++) acc += WG[j][r] * kk[r][c];
+            t[j][c] = acc;
+        }
+    for (int j = 0; j < ALPHA; j++)
+        for (int i = 0; i < ALPHA; i++) {
+            v8 acc = zero8();
+            for (int c = 0; c < 5; c++) acc += WG[i][c] * t[j][c];
+            st8(U + (size_t)(j * ALPHA + i) * ustride, acc);
+        }
+}
+
+typedef void (*input_fn)(float *, size_t, size_t, const float *, const float *,
+                         const wgeom *);
+typedef void (*output_fn)(float *, const float *, size_t, size_t, const wgeom *, float, int);
+typedef void (*split_fn)(float *, float *, const float *, int, int, int, const wgeom *);
+typedef void (*filters8_fn)(float *, size_t, const float *const *, int);
+
+#if EF_HAVE_AVX2_PATH
+#define EF_AVX2 EF_TARGET_AVX2
+EF_AVX2 static void input_avx2(float *V, size_t vs, size_t c0, const float *pe, const float *po,
+                               const wgeom *g) {
+    input_transform_body(V, vs, c0, pe, po, g);
+}
+EF_AVX2 static void dout_avx2(float *Y, size_t ys, size_t c0, const float *ye, const float *yo,
+                              const wgeom *g) {
+    dout_transform_body(Y, ys, c0, ye, yo, g);
+}
+EF_AVX2 static void output_avx2(float *o, const float *M, size_t ms, size_t c0, const wgeom *g,
+                                float b, int acc) {
+    output_transform_body(o, M, ms, c0, g, b, acc);
+}
+EF_AVX2 static void filters8_avx2(float *U, size_t us, const float *const *kp, int rot) {
+    filters8_body(U, us, kp, rot);
+}
+EF_AVX2 static void split_avx2(float *pe, float *po, const float *src, int rows, int cols,
+                               int pad, const wgeom *g) {
+    split_plane(pe, po, src, rows, cols, pad, g);
+}
+#endif
+static void input_base(float *V, size_t vs, size_t c0, const float *pe, const float *po,
+                       const wgeom *g) {
+    input_transform_body(V, vs, c0, pe, po, g);
+}
+static void dout_base(float *Y, size_t ys, size_t c0, const float *ye, const float *yo,
+                      const wgeom *g) {
+    dout_transform_body(Y, ys, c0, ye, yo, g);
+}
+static void output_base(float *o, const float *M, size_t ms, size_t c0, const wgeom *g, float b,
+                        int acc) {
+    output_transform_body(o, M, ms, c0, g, b, acc);
+}
+static void filters8_base(float *U, size_t us, const float *const *kp, int rot) {
+    filters8_body(U, us, kp, rot);
+}
+static void split_base(float *pe, float *po, const float *src, int rows, int cols, int pad,
+                       const wgeom *g) {
+    split_plane(pe, po, src, rows, cols, pad, g);
+}
+
+typedef struct isa {
+    input_fn input;
+    input_fn dout;
+    output_fn output;
+    split_fn split;
+    filters8_fn filters8;
+} isa;
+
+static isa pick_isa(void) {
+#if EF_HAVE_AVX2_PATH
+    if (ef_cpu_features() & EF_CPU_AVX2)
+        return (isa){input_avx2, dout_avx2, output_avx2, split_avx2, filters8_avx2};
+#endif
+    return (isa){input_base, dout_base, output_base, split_base, filters8_base};
+}
+
 /* ---- passes --------------------------------------------------------------- */
 
 typedef struct wctx {
@@ -407,7 +446,20 @@ static void weights_range(void *c, int64_t b, int64_t e, int thread) {
     const ef_conv2d_desc *d = x->d;
     int rows = x->rot ? d->C : d->OC, cols = x->rot ? d->OC : d->C;
     size_t plane = (size_t)rows * cols;
-    for (int64_t p = b; p < e; p++) {
+    int64_t p = b;
+    for (; p < e; p++) {
+        if (p + 8 <= e) {
+            /* eight filters per vector: their transforms land side by side in U */
+            const float *kp[8];
+            for (int l = 0; l < 8; l++) {
+                int o = (int)((p + l) / cols), i = (int)((p + l) % cols);
+                kp[l] = x->rot ? x->weight + ((size_t)i * d->C + o) * 25
+                               : x->weight + ((size_t)o * d->C + i) * 25;
+            }
+            x->fn.filters8(x->U + p, plane, kp, x->rot);
+            p += 7;
+            continue;
+        }
         int o = (int)(p / cols), i = (int)(p % cols);
         /* forward: kernel (oc=o, c=i); data grad: kernel (oc=i, c=o) rotated */
         const float *k = x->rot ? x->weight + ((size_t)i * d->C + o) * 25
