@@ -31,6 +31,7 @@ typedef struct ef_idx {
     int ndim;            /* 1..8 */
     uint32_t dims[8];
     size_t count;        /* product of dims */
+    uint32_t file_dim0;  /* dims[0] as the file declares it (prefix reads read fewer) */
     size_t elem_size;    /* bytes per element */
     void *data;          /* count * elem_size bytes, owned; free with ef_idx_free */
 } ef_idx;
@@ -45,6 +46,16 @@ typedef struct ef_idx {
  * On failure *out is zeroed.
  */
 EF_API ef_status ef_idx_read(const char *path, size_t max_bytes, ef_idx *out);
+
+/*
+ * Like ef_idx_read, but reads only the first `max_items` entries along
+ * dimension 0 (0: all), so a program that uses part of a large file never
+ * holds the rest; dims[0] and count describe what was read. The header and,
+ * for uncompressed files, the file size are still checked; data past the
+ * prefix (and a gzip stream's CRC) is not read when the prefix is shorter.
+ */
+EF_API ef_status ef_idx_read_prefix(const char *path, uint32_t max_items, size_t max_bytes,
+                                    ef_idx *out);
 
 /* Frees the data of an ef_idx; safe on a zeroed one. */
 EF_API void ef_idx_free(ef_idx *idx);
@@ -78,6 +89,18 @@ EF_API ef_status ef_dataset_load_idx(ef_dataset *out, const char *images_path,
  * *out is zeroed.
  */
 EF_API ef_status ef_dataset_load(ef_dataset *out, const char *name, const char *dir, int train);
+
+/*
+ * ef_dataset_load_idx / ef_dataset_load reading only the first
+ * `max_examples` examples of each file (0: all): memory then grows with what
+ * a program uses, not with the file. Image and label files must still
+ * declare the same count.
+ */
+EF_API ef_status ef_dataset_load_idx_n(ef_dataset *out, const char *images_path,
+                                       const char *labels_path, int n_classes,
+                                       uint32_t max_examples);
+EF_API ef_status ef_dataset_load_n(ef_dataset *out, const char *name, const char *dir, int train,
+                                   uint32_t max_examples);
 
 /* Frees a dataset's arrays; safe on a zeroed one. */
 EF_API void ef_dataset_free(ef_dataset *ds);

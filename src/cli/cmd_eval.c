@@ -37,7 +37,7 @@ int cmd_eval(int argc, char **argv) {
     ef_dataset test = {0};
     double t0 = ef_now();
     if (ef_pool_new(&pool, threads) != EF_OK || ef_model_load(&m, file, batch, pool) != EF_OK ||
-        ef_dataset_load(&test, dataset, data_dir, 0) != EF_OK) {
+        ef_dataset_load_n(&test, dataset, data_dir, 0, (uint32_t)limit) != EF_OK) {
         cli_error("eval", "%s", ef_last_error());
         goto done;
     }

@@ -113,13 +113,17 @@ int cmd_train(int argc, char **argv) {
         cli_error("train", "%s", ef_last_error());
         goto done;
     }
-    if (ef_dataset_load(&train, dataset, data_dir, 1) != EF_OK ||
-        ef_dataset_load(&test, dataset, data_dir, 0) != EF_OK) {
+    /* Memory holds only what is in use: the training examples while training
+     * (--limit reads only those), the test examples (--eval-limit) after. The
+     * test files are opened first (one example) so a missing or corrupt file
+     * is reported before any training time is spent. */
+    if (ef_dataset_load_n(&train, dataset, data_dir, 1, (uint32_t)limit) != EF_OK ||
+        ef_dataset_load_n(&test, dataset, data_dir, 0, 1) != EF_OK) {
         cli_error("train", "%s", ef_last_error());
         goto done;
     }
-    size_t n_train = limit && (size_t)limit < train.n ? (size_t)limit : train.n;
-    size_t n_test = eval_limit && (size_t)eval_limit < test.n ? (size_t)eval_limit : test.n;
+    ef_dataset_free(&test);
+    size_t n_train = train.n;
     ef_model_config mc = {.arch = arch, .c = train.c, .h = train.h, .w = train.w,
                           .n_classes = train.n_classes, .max_batch = batch};
     if (ef_model_new(&m, &mc, pool) != EF_OK || ef_optim_new(&opt, &oc, ef_model_numel(m)) != EF_OK) {
@@ -128,10 +132,10 @@ int cmd_train(int argc, char **argv) {
     }
     ef_model_init(m, seed);
     if (!quiet)
-        fprintf(stderr, "edgefl train: %s (%zu parameters), %s, %zu training / %zu test examples, "
+        fprintf(stderr, "edgefl train: %s (%zu parameters), %s, %zu training examples, "
                         "%s lr %g, batch %d, %d threads\n",
-                model, ef_model_numel(m), dataset, n_train, n_test, optimizer, (double)oc.lr,
-                batch, ef_pool_threads(pool));
+                model, ef_model_numel(m), dataset, n_train, optimizer, (double)oc.lr, batch,
+                ef_pool_threads(pool));
     ef_train_config tc = {.epochs = epochs, .batch = batch, .seed = seed, .schedule = sched,
                           .warmup_steps = (uint64_t)warmup};
     ef_train_progress fin;
@@ -141,7 +145,15 @@ int cmd_train(int argc, char **argv) {
         goto done;
     }
     double train_s = fin.elapsed_s;
+    ef_dataset_free(&train);
+    ef_optim_free(opt);
+    opt = NULL;
     double acc = 0, tloss = 0;
+    if (ef_dataset_load_n(&test, dataset, data_dir, 0, (uint32_t)eval_limit) != EF_OK) {
+        cli_error("train", "%s", ef_last_error());
+        goto done;
+    }
+    size_t n_test = test.n;
     if (ef_evaluate(m, &test, NULL, n_test, &acc, &tloss) != EF_OK) {
         cli_error("train", "%s", ef_last_error());
         goto done;

@@ -29,6 +29,11 @@ static const dataset_desc k_datasets[] = {
 
 ef_status ef_dataset_load_idx(ef_dataset *out, const char *images_path, const char *labels_path,
                               int n_classes) {
+    return ef_dataset_load_idx_n(out, images_path, labels_path, n_classes, 0);
+}
+
+ef_status ef_dataset_load_idx_n(ef_dataset *out, const char *images_path,
+                                const char *labels_path, int n_classes, uint32_t max_examples) {
     ef_status st;
     ef_idx img, lab;
     memset(&img, 0, sizeof img);
@@ -41,7 +46,7 @@ ef_status ef_dataset_load_idx(ef_dataset *out, const char *images_path, const ch
         return ef__fail(EF_ERR_INVALID, "ef_dataset_load_idx: n_classes %d not in 1..256",
                         n_classes);
 
-    if ((st = ef_idx_read(images_path, 0, &img)) != EF_OK) goto fail;
+    if ((st = ef_idx_read_prefix(images_path, max_examples, 0, &img)) != EF_OK) goto fail;
     if (img.type != EF_IDX_U8 || (img.ndim != 3 && img.ndim != 4)) {
         st = ef__fail(EF_ERR_FORMAT,
                       "%s: not an image file: expected u8 elements with dims (n, h, w) or "
@@ -58,7 +63,7 @@ ef_status ef_dataset_load_idx(ef_dataset *out, const char *images_path, const ch
         goto fail;
     }
 
-    if ((st = ef_idx_read(labels_path, 0, &lab)) != EF_OK) goto fail;
+    if ((st = ef_idx_read_prefix(labels_path, max_examples, 0, &lab)) != EF_OK) goto fail;
     if (lab.type != EF_IDX_U8 || lab.ndim != 1) {
         st = ef__fail(EF_ERR_FORMAT,
                       "%s: not a label file: expected u8 elements with dims (n), got type "
@@ -66,9 +71,9 @@ ef_status ef_dataset_load_idx(ef_dataset *out, const char *images_path, const ch
                       labels_path, (unsigned)lab.type, lab.ndim);
         goto fail;
     }
-    if (lab.dims[0] != img.dims[0]) {
+    if (lab.file_dim0 != img.file_dim0) {
         st = ef__fail(EF_ERR_FORMAT, "%s: %u labels, but %s has %u images", labels_path,
-                      lab.dims[0], images_path, img.dims[0]);
+                      lab.file_dim0, images_path, img.file_dim0);
         goto fail;
     }
     const uint8_t *labels = lab.data;
@@ -114,6 +119,11 @@ static ef_status pick_file(char *buf, const char *dsname, const char *dir, const
 }
 
 ef_status ef_dataset_load(ef_dataset *out, const char *name, const char *dir, int train) {
+    return ef_dataset_load_n(out, name, dir, train, 0);
+}
+
+ef_status ef_dataset_load_n(ef_dataset *out, const char *name, const char *dir, int train,
+                            uint32_t max_examples) {
     if (out) memset(out, 0, sizeof *out);
     if (!out || !name) return ef__fail(EF_ERR_INVALID, "ef_dataset_load: NULL argument");
     const dataset_desc *d = NULL;
@@ -137,7 +147,8 @@ ef_status ef_dataset_load(ef_dataset *out, const char *name, const char *dir, in
     if ((st = pick_file(images, d->name, dir, base)) != EF_OK) return st;
     snprintf(base, sizeof base, "%s-labels-idx1-ubyte", prefix);
     if ((st = pick_file(labels, d->name, dir, base)) != EF_OK) return st;
-    if ((st = ef_dataset_load_idx(out, images, labels, d->n_classes)) != EF_OK) return st;
+    if ((st = ef_dataset_load_idx_n(out, images, labels, d->n_classes, max_examples)) != EF_OK)
+        return st;
     out->mean = d->mean;
     out->std = d->std;
     return EF_OK;

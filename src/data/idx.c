@@ -125,6 +125,11 @@ static ef_status grow_buffer(unsigned char **buf, size_t used, size_t new_cap) {
 }
 
 ef_status ef_idx_read(const char *path, size_t max_bytes, ef_idx *out) {
+    return ef_idx_read_prefix(path, 0, max_bytes, out);
+}
+
+ef_status ef_idx_read_prefix(const char *path, uint32_t max_items, size_t max_bytes,
+                             ef_idx *out) {
     ef_status st = EF_OK;
     int fd = -1;
     gzFile gz = NULL;
@@ -224,6 +229,17 @@ ef_status ef_idx_read(const char *path, size_t max_bytes, ef_idx *out) {
             goto fail;
         }
     }
+    size_t full_nbytes; /* what the header claims */
+    if (!ef__mul_size(r.count, r.elem_size, &full_nbytes)) {
+        st = ef__fail(EF_ERR_RANGE, "%s: product of dimensions overflows", path);
+        goto fail;
+    }
+    r.file_dim0 = r.dims[0];
+    if (max_items > 0 && max_items < r.dims[0]) {
+        /* only the first max_items along dimension 0 are read */
+        r.count = r.count / r.dims[0] * max_items;
+        r.dims[0] = max_items;
+    }
     size_t nbytes;
     if (!ef__mul_size(r.count, r.elem_size, &nbytes) || nbytes > max_bytes) {
         st = ef__fail(EF_ERR_RANGE, "%s: %zu elements of %zu bytes exceed the %zu-byte limit",
@@ -238,13 +254,13 @@ ef_status ef_idx_read(const char *path, size_t max_bytes, ef_idx *out) {
     size_t cap;
     if (regular && gzdirect(gz)) {
         size_t avail = file_size >= hdr_total ? file_size - hdr_total : 0;
-        if (avail < nbytes) {
+        if (avail < full_nbytes) {
             st = ef__fail(EF_ERR_FORMAT, "%s: truncated: expected %zu bytes of data, got %zu",
-                          path, nbytes, avail);
+                          path, full_nbytes, avail);
             goto fail;
         }
         cap = nbytes;
-    } else if (is_gzip && (uint32_t)(nbytes + hdr_total) == isize &&
+    } else if (is_gzip && (uint32_t)(full_nbytes + hdr_total) == isize &&
                nbytes / DEFLATE_MAX_RATIO <= file_size) {
         cap = nbytes;
     } else {
@@ -270,9 +286,12 @@ ef_status ef_idx_read(const char *path, size_t max_bytes, ef_idx *out) {
         cap = ncap;
     }
     /* One more byte tells trailing garbage from a clean end, and makes zlib
-     * reach the end of the stream and verify its CRC. */
+     * reach the end of the stream and verify its CRC. A prefix read stops
+     * early and checks neither. */
     unsigned char extra;
-    if ((st = gz_read_full(gz, path, &extra, 1, &got)) != EF_OK) goto fail;
+    got = 0;
+    if (nbytes == full_nbytes && (st = gz_read_full(gz, path, &extra, 1, &got)) != EF_OK)
+        goto fail;
     if (got != 0) {
         st = ef__fail(EF_ERR_FORMAT, "%s: trailing bytes after the %zu bytes of data", path,
                       nbytes);

@@ -15,21 +15,24 @@ It then builds edgefl's CNN in torch with torch's default initialization
 from torch.manual_seed(seed) (conv1: Conv2d(1,32,5,padding=2) -> ReLU ->
 MaxPool2d(2); conv2: Conv2d(32,64,5,padding=2) -> ReLU -> MaxPool2d(2);
 flatten; fc1: Linear(3136,512) -> ReLU; fc2: Linear(512,10); mean
-cross-entropy), and writes OUT, a safetensors file written by hand
-(Debian 12 has no `safetensors` package; same format code as
-tests/io/safetensors_peer.py) holding:
+cross-entropy), runs it and torch.optim.SGD (lr 0.03, momentum 0.9) for two
+steps on the batch in float32 and in float64, and writes OUT, a
+safetensors file written by hand (Debian 12 has no `safetensors` package;
+same format code as tests/io/safetensors_peer.py) holding:
 
   <param>                 F32  the initial parameters (edgefl loads these)
   ref64.loss, ref32.loss  F64/F32 (1)  mean loss at the initial parameters
   ref64.grad.<param>      F64  gradients, computed in float64
   ref32.grad.<param>      F32  gradients, computed in float32 (a yardstick:
                                how far torch's own float32 lands from float64)
-  ref64.step1.<param>     F64  parameters after one SGD step (lr 0.03,
-                               momentum 0.9) on the batch
+  ref64.step1.<param>     F64  parameters after one SGD step on the batch
   ref64.loss2             F64  loss at the step-1 parameters
   ref64.step2.<param>     F64  parameters after a second step on the same
                                batch (the first one where momentum matters)
+  ref32.step1/2.<param>   F32  the same steps taken in float32 (yardstick)
 
+The float64 run follows the float32 run's ReLU masks and max-pool indices
+(see reference_pass for why, and for the check that makes this safe).
 The float64 model starts from exactly the float32 initial values.
 Exit status 0 on success, 1 with a message on stderr otherwise.
 """
@@ -158,15 +161,47 @@ def check_batch(x, y, indices, data_dir):
                          f"{labels[indices].tolist()}")
 
 
-def loss_and_grads(model, x, y):
+def loss_and_grads(model, x, y, path=None):
+    """Mean cross-entropy and its gradients; also the logits and decisions."""
     model.zero_grad(set_to_none=True)
-    loss = F.cross_entropy(model(x), y)  # mean over the batch
+    logits, rec = model(x, path)
+    loss = F.cross_entropy(logits, y)  # mean over the batch
     loss.backward()
-    return loss.detach(), {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+    return loss.detach(), grads, logits.detach(), rec
 
 
 def params_of(model):
     return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def count_flips(a, b):
+    return sum(int((u != v).sum()) for u, v in zip(a, b))
+
+
+def reference_pass(m64, x64, y, path, when):
+    """Float64 loss and gradients on the piece `path` of float32's forward.
+
+    The gradient jumps where a ReLU input crosses 0 or two max-pool inputs
+    swap order; at a near-tie (a real batch has some: two conv1 outputs 1e-8
+    apart) float32 rounding picks a side, and no float32 implementation can
+    be held to a float64 gradient of the other side. So the reference takes
+    float32 torch's decisions, with every operation in float64. The
+    unconstrained float64 forward must then give the same logits up to a
+    tiny difference, which shows that every decision that differs is a
+    near-tie and not a different path. Returns (None, None) on failure.
+    """
+    _, _, free_logits, free_path = loss_and_grads(m64, x64, y)
+    loss, grads, logits, _ = loss_and_grads(m64, x64, y, path)
+    gap = (logits - free_logits).abs().max().item() / free_logits.abs().max().item()
+    print(f"make_cnn_ref: {when}: float32 and float64 differ in {count_flips(path, free_path)} "
+          f"of {sum(t.numel() for t in path)} ReLU/max-pool decisions; logits on float32's "
+          f"piece vs unconstrained float64: max rel diff {gap:.2e}")
+    if not gap <= 1e-6:
+        print(f"make_cnn_ref: {when}: float32 took another piece of the network than a "
+              f"near-tie explains (logits differ by {gap:.3g})", file=sys.stderr)
+        return None, None
+    return loss, grads
 
 
 def main():
@@ -195,18 +230,29 @@ def main():
         print(f"make_cnn_ref: parameter names {names} != {PARAM_NAMES}", file=sys.stderr)
         return 1
     init = params_of(m32)
-
     x32, y = torch.from_numpy(x_np.copy()), torch.from_numpy(y_np)
     x64 = x32.double()
-    loss32, g32 = loss_and_grads(m32, x32, y)
 
-    opt = torch.optim.SGD(m64.parameters(), lr=LR, momentum=MOMENTUM)
-    loss64, g64 = loss_and_grads(m64, x64, y)
-    opt.step()
+    # The float32 run, torch.optim.SGD in float32: the yardstick gradients
+    # and, at each step, the ReLU masks and max-pool indices.
+    opt32 = torch.optim.SGD(m32.parameters(), lr=LR, momentum=MOMENTUM)
+    loss32, g32, _, path0 = loss_and_grads(m32, x32, y)
+    opt32.step()
+    step1_32 = params_of(m32)
+    _, _, _, path1 = loss_and_grads(m32, x32, y)
+    opt32.step()
+    step2_32 = params_of(m32)
+
+    # The float64 reference, on float32's piece of the network at each step.
+    opt64 = torch.optim.SGD(m64.parameters(), lr=LR, momentum=MOMENTUM)
+    loss64, g64 = reference_pass(m64, x64, y, path0, "initial parameters")
+    opt64.step()
     step1 = params_of(m64)
-    loss2, _ = loss_and_grads(m64, x64, y)
-    opt.step()
+    loss2, _ = reference_pass(m64, x64, y, path1, "after step 1")
+    opt64.step()
     step2 = params_of(m64)
+    if loss64 is None or loss2 is None:
+        return 1
 
     out = {}
     for n in names:
@@ -219,6 +265,8 @@ def main():
         out["ref32.grad." + n] = g32[n].numpy()
         out["ref64.step1." + n] = step1[n].numpy()
         out["ref64.step2." + n] = step2[n].numpy()
+        out["ref32.step1." + n] = step1_32[n].numpy()
+        out["ref32.step2." + n] = step2_32[n].numpy()
     write_safetensors(out_path, out, {"format": "pt", "torch": torch.__version__,
                                       "seed": str(seed), "lr": str(LR),
                                       "momentum": str(MOMENTUM)})
