@@ -6,9 +6,11 @@
 #ifndef EDGEFL_TEST_UTIL_H
 #define EDGEFL_TEST_UTIL_H
 
+#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 
 static int tu_failures = 0;
 static int tu_checks = 0;
@@ -64,6 +66,16 @@ static inline int tu_finish(const char *name) {
     printf("%s: all %d checks passed\n", name, tu_checks);
     return 0;
 }
+
+static int tu_rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+/* Removes a directory tree made by a test (errors ignored). */
+static inline void tu_rmtree(const char *dir) { nftw(dir, tu_rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
 
 /* Exit code CTest treats as "skipped". */
 #define TU_SKIP 77

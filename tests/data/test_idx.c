@@ -513,13 +513,6 @@ static void test_oom(void) {
     ef_set_allocator(NULL);
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 int main(void) {
     const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     snprintf(g_dir, sizeof g_dir, "%s/edgefl-idx-XXXXXX", tmp);
@@ -531,7 +524,7 @@ int main(void) {
     test_named_dataset();
     test_bad_files();
     test_oom();
-    nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    tu_rmtree(g_dir);
 
     int have_real = access(EF_FASHION_MNIST_DIR "/train-images-idx3-ubyte.gz", R_OK) == 0 ||
                     access(EF_FASHION_MNIST_DIR "/train-images-idx3-ubyte", R_OK) == 0;

@@ -225,13 +225,6 @@ static void test_oom(void) {
     CHECK(ok && file_is(p, "oom-test"));
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 int main(void) {
     const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     snprintf(g_dir, sizeof g_dir, "%s/edgefl-atomic-XXXXXX", tmp);
@@ -244,6 +237,6 @@ int main(void) {
     test_failures();
     test_read_file();
     test_oom();
-    nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    tu_rmtree(g_dir);
     return tu_finish("io/test_atomic");
 }

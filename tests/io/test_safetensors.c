@@ -680,13 +680,6 @@ static void test_oom(void) {
     ef_params_free(p);
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 int main(void) {
     const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     snprintf(g_dir, sizeof g_dir, "%s/edgefl-st-XXXXXX", tmp);
@@ -706,6 +699,6 @@ int main(void) {
         printf("SKIPPED interop: %s cannot import torch and numpy "
                "(apt install python3-torch python3-numpy)\n", PYTHON);
     }
-    nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    tu_rmtree(g_dir);
     return tu_finish("io/test_safetensors");
 }

@@ -48,6 +48,7 @@
 #include "edgefl/pool.h"
 #include "edgefl/rng.h"
 #include "gradcheck.h"
+#include "kernel_util.h"
 #include "nn/conv2d_internal.h"
 #include "test_util.h"
 
@@ -56,37 +57,11 @@
 #define WINO_L2 5e-6
 #define ACC_RTOL 4e-6
 
-static ef_rng rng;
 static int quick; // EDGEFL_TEST_QUICK: fewer configurations, smaller batches
 #define N_POOLS 4
 static ef_pool *pools[N_POOLS]; // no pool, 1, 2, 3 threads
 
 /* ---- helpers ------------------------------------------------------------ */
-
-static float *falloc(size_t n) {
-    float *p = calloc(n ? n : 1, sizeof(float));
-    if (!p) {
-        fprintf(stderr, "out of memory\n");
-        exit(1);
-    }
-    return p;
-}
-
-static void fill(float *x, size_t n, double mean, double sd) {
-    for (size_t i = 0; i < n; i++) x[i] = (float)(mean + sd * ef_rng_normal(&rng));
-}
-
-static float *filled(size_t n, double mean, double sd) {
-    float *x = falloc(n);
-    fill(x, n, mean, sd);
-    return x;
-}
-
-static float *dup(const float *x, size_t n) {
-    float *y = falloc(n);
-    memcpy(y, x, n * sizeof(float));
-    return y;
-}
 
 static int same_bits(const void *a, const void *b, size_t bytes) {
     return memcmp(a, b, bytes) == 0;

@@ -21,41 +21,16 @@
 #include "edgefl/pool.h"
 #include "edgefl/rng.h"
 #include "gradcheck.h"
+#include "kernel_util.h"
 #include "nn/fastmath_internal.h"
 #include "test_util.h"
 
 #define OPT_RTOL 1e-5
 
-static ef_rng rng;
 static ef_pool *pools[3]; // no pool, 2 threads, 3 threads
 #define N_POOLS 3
 
 /* ---- helpers ------------------------------------------------------------ */
-
-static float *falloc(size_t n) {
-    float *p = calloc(n ? n : 1, sizeof(float));
-    if (!p) {
-        fprintf(stderr, "out of memory\n");
-        exit(1);
-    }
-    return p;
-}
-
-static void fill(float *x, size_t n, double mean, double sd) {
-    for (size_t i = 0; i < n; i++) x[i] = (float)(mean + sd * ef_rng_normal(&rng));
-}
-
-static float *filled(size_t n, double mean, double sd) {
-    float *x = falloc(n);
-    fill(x, n, mean, sd);
-    return x;
-}
-
-static float *dup(const float *x, size_t n) {
-    float *y = falloc(n);
-    memcpy(y, x, n * sizeof(float));
-    return y;
-}
 
 static int same_bits(const float *a, const float *b, size_t n) {
     return memcmp(a, b, n * sizeof(float)) == 0;

@@ -244,13 +244,6 @@ static int write_batch(const char *path, const uint32_t *idx, const char *data_d
     return ok;
 }
 
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
 int main(void) {
     if (system(PYTHON " -c 'import torch, numpy' >/dev/null 2>&1") != 0) {
         printf("SKIPPED: %s cannot import torch and numpy "
@@ -301,6 +294,6 @@ int main(void) {
             ef_safetensors_close(g_ref);
         }
     }
-    nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    tu_rmtree(g_dir);
     return tu_finish("nn/test_torch_cnn");
 }
