@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Runs every fuzz target for SECONDS each, starting from a seed corpus of
 # valid files made by the real writers (a Fashion-MNIST label file and a
-# safetensors checkpoint). Crashes are saved in BUILD/fuzz-artifacts/.
+# safetensors checkpoint) and the wire-format regression corpus
+# (tests/fl/wire_corpus/). Crashes are saved in BUILD/fuzz-artifacts/.
 # usage: fuzz/run.sh BUILD_DIR SECONDS
 set -euo pipefail
 B=$1 S=$2
+SRC=$(cd "$(dirname "$0")/.." && pwd)
 corpus=$B/fuzz-corpus
-mkdir -p "$corpus/idx" "$corpus/safetensors" "$B/fuzz-artifacts"
+mkdir -p "$corpus/idx" "$corpus/safetensors" "$corpus/wire" "$B/fuzz-artifacts"
 DATA=/usr/share/datasets/fashion-mnist
 if [ -d "$DATA" ]; then
     cp "$DATA/t10k-labels-idx1-ubyte.gz" "$corpus/idx/labels.gz"
@@ -15,7 +17,8 @@ fi
 printf '\x00\x00\x08\x01\x00\x00\x00\x03abc' >"$corpus/idx/tiny"
 printf '\x3a\x00\x00\x00\x00\x00\x00\x00{"t":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}    \x00\x00\x80\x3f\x00\x00\x00\x40' \
     >"$corpus/safetensors/tiny.safetensors"
-for t in fuzz_idx:idx fuzz_safetensors:safetensors; do
+cp "$SRC"/tests/fl/wire_corpus/*.bin "$corpus/wire/"
+for t in fuzz_idx:idx fuzz_safetensors:safetensors fuzz_wire:wire; do
     bin=${t%%:*} dir=${t##*:}
     echo "== $bin for ${S}s"
     "$B/fuzz/$bin" -max_total_time="$S" -max_len=65536 -rss_limit_mb=2048 \

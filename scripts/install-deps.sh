@@ -10,7 +10,7 @@ set -euo pipefail
 PACKAGES=(
     # build
     gcc make cmake pkg-config
-    libopenblas-dev libcjson-dev zlib1g-dev
+    libopenblas-dev libcjson-dev libsodium-dev zlib1g-dev
     # data: Fashion-MNIST IDX files in /usr/share/datasets/fashion-mnist
     dataset-fashion-mnist
     # reference checks and peer benchmarks (PyTorch, numpy), /usr/bin/time

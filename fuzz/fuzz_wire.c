@@ -1,0 +1,153 @@
+/*
+ * libFuzzer target for the wire decoders (include/edgefl/wire.h): any input
+ * must be either decoded consistently or refused with EF_ERR_FORMAT and a
+ * message, never crash, read outside the input, hang or leak.
+ *
+ * Random mutations almost never keep the CRC right, which would leave the
+ * payload decoders unexplored; so every input with a full header is decoded
+ * twice: as it is, and with its CRC field recomputed over what is there.
+ * Seed corpus: tests/fl/wire_corpus/ (see fuzz/run.sh).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zlib.h>
+
+#include "edgefl/wire.h"
+
+#define MAX_PAYLOAD ((size_t)1 << 20)
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* A refusal must be EF_ERR_FORMAT with a message. */
+static void want_refusal(ef_status st) {
+    if (st != EF_ERR_FORMAT || ef_last_error()[0] == '\0') abort();
+}
+
+/* Runs the decoder of type t; on success checks what the result promises. */
+static ef_status decode_as(ef_msg_type t, const ef_msg *m, const uint8_t *end) {
+    ef_status st = EF_ERR_INTERNAL;
+    ef_clear_error();
+    switch (t) {
+    case EF_MSG_CHECKIN: {
+        ef_checkin c;
+        st = ef_decode_checkin(m, &c);
+        if (st == EF_OK && m->payload_len != 8) abort();
+        break;
+    }
+    case EF_MSG_MODEL: {
+        ef_model_msg mm;
+        st = ef_decode_model(m, &mm);
+        if (st != EF_OK) break;
+        /* n*4 + fixed part == payload, computed without wrapping */
+        if (m->payload_len < EF_MODEL_FIXED || mm.n > (m->payload_len - EF_MODEL_FIXED) / 4 ||
+            mm.n * 4 + EF_MODEL_FIXED != m->payload_len)
+            abort();
+        if (mm.raw != m->payload + EF_MODEL_FIXED || mm.raw + mm.n * 4 != end ||
+            (const void *)mm.data != (const void *)mm.raw)
+            abort();
+        if (mm.n > 0) {
+            /* touch every float: ASan checks they are inside the input */
+            float *v = malloc(mm.n * sizeof(float));
+            if (!v) abort();
+            ef_wire_floats(v, mm.raw, mm.n);
+            free(v);
+        }
+        break;
+    }
+    case EF_MSG_TASK: {
+        ef_task tk;
+        st = ef_decode_task(m, &tk);
+        if (st != EF_OK) break;
+        if (m->payload_len != EF_TASK_PAYLOAD || tk.epochs == 0 || tk.batch == 0 ||
+            !(tk.lr > 0) || !isfinite(tk.lr) || !(tk.momentum >= 0 && tk.momentum < 1) ||
+            !(tk.deadline_s >= 0) || !isfinite(tk.deadline_s) || !(tk.prox_mu >= 0) ||
+            !isfinite(tk.prox_mu))
+            abort();
+        break;
+    }
+    case EF_MSG_UPDATE: {
+        ef_update u;
+        st = ef_decode_update(m, &u);
+        if (st != EF_OK) break;
+        if (m->payload_len < EF_UPDATE_FIXED || u.n > (m->payload_len - EF_UPDATE_FIXED) / 4 ||
+            u.n * 4 + EF_UPDATE_FIXED != m->payload_len)
+            abort();
+        if (u.raw != m->payload + EF_UPDATE_FIXED || u.raw + u.n * 4 != end ||
+            u.n_examples == 0 || !isfinite(u.train_loss))
+            abort();
+        if (u.n > 0) {
+            float *v = malloc(u.n * sizeof(float));
+            if (!v) abort();
+            ef_wire_floats(v, u.raw, u.n);
+            free(v);
+        }
+        break;
+    }
+    case EF_MSG_EVAL: {
+        ef_eval_task e;
+        st = ef_decode_eval(m, &e);
+        if (st == EF_OK && m->payload_len != 8 + EF_HASH_BYTES) abort();
+        break;
+    }
+    case EF_MSG_EVAL_RESULT: {
+        ef_eval_result r;
+        st = ef_decode_eval_result(m, &r);
+        if (st == EF_OK &&
+            (m->payload_len != 24 || r.correct > r.n_examples || !isfinite(r.loss_sum) ||
+             !(r.loss_sum >= 0)))
+            abort();
+        break;
+    }
+    case EF_MSG_LEAVE: {
+        uint32_t reason;
+        st = ef_decode_leave(m, &reason);
+        if (st == EF_OK && m->payload_len != 4) abort();
+        break;
+    }
+    }
+    if (st != EF_OK) want_refusal(st);
+    return st;
+}
+
+static void check(const uint8_t *buf, size_t len) {
+    ef_msg m;
+    ef_clear_error();
+    ef_status st = ef_wire_decode(buf, len, MAX_PAYLOAD, &m);
+    if (st != EF_OK) {
+        want_refusal(st);
+        return;
+    }
+    /* the envelope: payload exactly the rest of the input, known type, no flags */
+    if (len < EF_WIRE_HEADER || m.payload != buf + EF_WIRE_HEADER ||
+        m.payload_len != len - EF_WIRE_HEADER || m.payload_len > MAX_PAYLOAD ||
+        m.type < EF_MSG_CHECKIN || m.type > EF_MSG_LEAVE || m.flags != 0)
+        abort();
+    /* sealing the decoded fields again gives back the input byte for byte */
+    uint8_t *again = malloc(len);
+    if (!again) abort();
+    memcpy(again + EF_WIRE_HEADER, m.payload, m.payload_len);
+    ef_wire_seal(again, m.type, m.job, m.round, m.sender, m.seq, m.payload_len);
+    if (memcmp(again, buf, len) != 0) abort();
+    free(again);
+    /* every decoder of another type refuses it; its own decides */
+    for (int t = EF_MSG_CHECKIN; t <= EF_MSG_LEAVE; t++)
+        if (t != (int)m.type && decode_as((ef_msg_type)t, &m, buf + len) == EF_OK) abort();
+    decode_as(m.type, &m, buf + len);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    check(data, size);
+    if (size >= EF_WIRE_HEADER) {
+        uint8_t *fixed = malloc(size);
+        if (!fixed) abort();
+        memcpy(fixed, data, size);
+        uLong c = crc32(0L, Z_NULL, 0);
+        c = crc32(c, fixed, 36);
+        c = crc32(c, fixed + EF_WIRE_HEADER, (uInt)(size - EF_WIRE_HEADER));
+        for (int i = 0; i < 4; i++) fixed[36 + i] = (uint8_t)(c >> (8 * i));
+        check(fixed, size);
+        free(fixed);
+    }
+    return 0;
+}

@@ -1,0 +1,120 @@
+/*
+ * The federated server's round engine as a pure state machine: no sockets,
+ * no threads, no clock of its own. A driver (the simulator, the MQTT
+ * transport) feeds it messages and the current time and sends what it puts
+ * in the outbox; ef_server_next_timer says when to call ef_server_tick.
+ *
+ * Synchronous rounds: when enough clients have checked in, the server picks
+ * ceil(clients_per_round * overselect) idle clients at random, broadcasts the
+ * global model and sends each a task. The round closes when
+ * clients_per_round updates have arrived, when every selected client has
+ * answered or left, or at the deadline; it aggregates if at least
+ * min_updates arrived (otherwise the model stays as it was). With
+ * fed_eval_every = k, every k-th round is followed by a federated
+ * evaluation on fed_eval_clients clients' held-out data.
+ *
+ * Asynchronous mode (FedBuff, Nguyen et al. 2022): clients_per_round
+ * clients train at all times; each update is weighted by
+ * (1 + staleness)^-staleness_exponent (staleness: model versions since its
+ * task), updates staler than max_staleness are refused, and the model
+ * changes every buffer_k accepted updates. Each change is one "round".
+ */
+#ifndef EDGEFL_SERVER_H
+#define EDGEFL_SERVER_H
+
+#include "edgefl/metrics.h"
+#include "edgefl/params.h"
+#include "edgefl/strategy.h"
+#include "edgefl/wire.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct ef_server_config {
+    uint64_t job;                /* job id carried by every message */
+    uint32_t rounds;             /* rounds (synchronous) or aggregations (asynchronous) */
+    uint32_t clients_per_round;  /* updates wanted per round; async: clients training at once */
+    double overselect;           /* >= 1: select this multiple of clients_per_round (sync) */
+    double deadline_s;           /* round deadline (sync) / task timeout (async); 0: none */
+    uint32_t min_updates;        /* fewest updates aggregated at a deadline (>= 1) */
+    uint32_t min_clients;        /* online (checked-in) clients needed to start a round */
+    int async;                   /* 0 synchronous, 1 FedBuff */
+    uint32_t buffer_k;           /* async: updates per aggregation */
+    uint32_t max_staleness;      /* async: older updates are refused */
+    double staleness_exponent;   /* async: weight (1 + s)^-exponent, FedBuff uses 0.5 */
+    uint16_t local_epochs;       /* client training settings sent in every task */
+    uint16_t batch;
+    float lr, momentum;
+    uint32_t fed_eval_every;     /* sync: federated evaluation every k rounds; 0 never */
+    uint32_t fed_eval_clients;   /* clients asked per federated evaluation */
+    uint64_t seed;               /* client selection and per-task training seeds */
+    size_t max_message;          /* largest payload accepted (0: model size + 1 KiB) */
+} ef_server_config;
+
+/* Sensible defaults: 10 clients per round, no over-selection, no deadline,
+ * 1 epoch, batch 32, lr 0.05, FedBuff K = 10, staleness bound 10, 0.5. */
+EF_API ef_server_config ef_server_defaults(void);
+
+/*
+ * Called when a round is final (after aggregation and, if any, federated
+ * evaluation): `rec` may be annotated (e.g. centralized test accuracy) before
+ * the server stores it; `model` (n floats) is the global model after the
+ * round.
+ */
+typedef void (*ef_round_fn)(void *user, ef_round_record *rec, const float *model, size_t n);
+
+typedef struct ef_server ef_server;
+
+/*
+ * Creates a server whose initial global model is a copy of `init` (layout and
+ * values). Validates both configs. Free with ef_server_free.
+ */
+EF_API ef_status ef_server_new(ef_server **out, const ef_server_config *cfg,
+                               const ef_strategy_config *strategy, ef_params *init,
+                               ef_round_fn on_round, void *user);
+
+/* Frees the server. NULL is a no-op. */
+EF_API void ef_server_free(ef_server *s);
+
+/*
+ * Handles one incoming message at time `now` (seconds, non-decreasing).
+ * Replies go to `out`. A malformed, foreign, unexpected or stale message is
+ * refused: the return status says why (ef_last_error has the detail) and the
+ * model does not change. A refusal can still move the protocol on (an
+ * asynchronous server replaces the refused client's task; a refused update
+ * that was a round's last outstanding answer closes the round), so drivers
+ * send `out` whatever the status. Fails on valid input only with EF_ERR_NOMEM.
+ */
+EF_API ef_status ef_server_handle(ef_server *s, double now, const uint8_t *msg, size_t len,
+                                  ef_outbox *out);
+
+/* Runs what is due at `now`: starts rounds, closes rounds at their deadline,
+ * times out tasks. Call it whenever now reaches ef_server_next_timer. */
+EF_API ef_status ef_server_tick(ef_server *s, double now, ef_outbox *out);
+
+/* Time of the next deadline the server waits for, or INFINITY. */
+EF_API double ef_server_next_timer(const ef_server *s);
+
+/* True when all rounds are done. */
+EF_API int ef_server_done(const ef_server *s);
+
+/* The global model (n_params floats, owned by the server) and its version
+ * (number of aggregations applied). */
+EF_API const float *ef_server_model(const ef_server *s, size_t *n_params);
+EF_API uint32_t ef_server_version(const ef_server *s);
+
+/* Rounds finished so far (owned by the server). */
+EF_API const ef_round_record *ef_server_records(const ef_server *s, size_t *n);
+
+/* Clients checked in (online or not). */
+EF_API size_t ef_server_clients(const ef_server *s);
+
+/* Messages refused since creation. */
+EF_API uint64_t ef_server_refused(const ef_server *s);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EDGEFL_SERVER_H */

@@ -1,0 +1,194 @@
+/*
+ * The wire format of the federated protocol: one versioned binary envelope
+ * for every message, whatever carries it (the in-process simulator, MQTT).
+ *
+ * Envelope (little-endian, 40 bytes, then the payload):
+ *
+ *   off size field
+ *     0    4 magic      "EFL1"
+ *     4    1 version    EF_WIRE_VERSION
+ *     5    1 type       ef_msg_type
+ *     6    2 flags      0 (bits reserved: signatures come with authentication)
+ *     8    8 job        job id: messages of another job are refused
+ *    16    4 round      round (or model version) the message belongs to
+ *    20    4 sender     client id, or EF_SERVER_ID
+ *    24    8 seq        the sender's message counter
+ *    32    4 length     payload bytes
+ *    36    4 crc        CRC-32 of bytes 0..35 and of the payload
+ *    40    . payload
+ *
+ * Payloads (little-endian; float vectors are raw IEEE-754 binary32):
+ *
+ *   CHECKIN      n_train u32, n_eval u32
+ *   MODEL        version u32, codec u32 (0: raw f32), n u64, n floats
+ *   TASK         version u32, hash[32], deadline_s f32, epochs u16, batch u16,
+ *                lr f32, momentum f32, prox_mu f32, seed u64
+ *   UPDATE       version u32, n_examples u32, train_loss f32, steps u32,
+ *                codec u32 (0), pad u32, n u64, n floats (w_local - w_global)
+ *   EVAL         version u32, pad u32, hash[32]
+ *   EVAL_RESULT  version u32, n_examples u32, loss_sum f64, correct u32, pad u32
+ *   LEAVE        reason u32 (a client going away; over MQTT, its last will)
+ *
+ * Padding words are reserved and must be zero. Decoders check every length
+ * against the bytes actually present, reject unknown types, versions, flags
+ * and codecs, and never trust a count before multiplying it out with
+ * overflow checks. They check scalar fields; the floats of a vector are
+ * checked by whoever uses them (ef_strategy_add refuses non-finite updates).
+ */
+#ifndef EDGEFL_WIRE_H
+#define EDGEFL_WIRE_H
+
+#include "edgefl/core.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define EF_WIRE_VERSION 1
+#define EF_WIRE_HEADER 40
+#define EF_SERVER_ID 0xFFFFFFFFu
+#define EF_BROADCAST_ID 0xFFFFFFFEu
+#define EF_HASH_BYTES 32
+
+typedef enum ef_msg_type {
+    EF_MSG_CHECKIN = 1,
+    EF_MSG_MODEL = 2,
+    EF_MSG_TASK = 3,
+    EF_MSG_UPDATE = 4,
+    EF_MSG_EVAL = 5,
+    EF_MSG_EVAL_RESULT = 6,
+    EF_MSG_LEAVE = 7
+} ef_msg_type;
+
+/* Name of a message type ("update"), or "unknown". */
+EF_API const char *ef_msg_type_name(ef_msg_type t);
+
+/* A decoded envelope; `payload` points into the decoded buffer. */
+typedef struct ef_msg {
+    ef_msg_type type;
+    uint16_t flags;
+    uint64_t job;
+    uint32_t round;
+    uint32_t sender;
+    uint64_t seq;
+    const uint8_t *payload;
+    size_t payload_len;
+} ef_msg;
+
+/*
+ * Decodes and checks an envelope of `len` bytes: magic, version, type,
+ * flags, length (header + payload == len exactly; payload <= max_payload),
+ * CRC. EF_ERR_FORMAT with a message saying which check failed.
+ */
+EF_API ef_status ef_wire_decode(const uint8_t *buf, size_t len, size_t max_payload, ef_msg *out);
+
+/* Writes the 40-byte header for a payload already at buf + EF_WIRE_HEADER,
+ * computing the CRC over header and payload. payload_len must fit in 32 bits
+ * (encoders only build messages below 4 GiB). */
+EF_API void ef_wire_seal(uint8_t *buf, ef_msg_type type, uint64_t job, uint32_t round,
+                         uint32_t sender, uint64_t seq, size_t payload_len);
+
+/* ---- payloads ------------------------------------------------------------ */
+
+typedef struct ef_checkin {
+    uint32_t n_train, n_eval;
+} ef_checkin;
+
+typedef struct ef_model_msg {
+    uint32_t version;
+    uint64_t n;
+    const float *data; /* n floats inside the message (4-byte aligned when the
+                        * buffer is) -- use ef_wire_floats for safe access */
+    const uint8_t *raw;
+} ef_model_msg;
+
+typedef struct ef_task {
+    uint32_t version;
+    uint8_t hash[EF_HASH_BYTES]; /* BLAKE2b-256 of the MODEL payload's floats */
+    float deadline_s;            /* seconds from receipt the server will wait; 0: none */
+    uint16_t epochs, batch;
+    float lr, momentum, prox_mu;
+    uint64_t seed;
+} ef_task;
+
+typedef struct ef_update {
+    uint32_t version, n_examples;
+    float train_loss;
+    uint32_t steps;
+    uint64_t n;
+    const uint8_t *raw; /* n little-endian floats inside the message */
+} ef_update;
+
+typedef struct ef_eval_task {
+    uint32_t version;
+    uint8_t hash[EF_HASH_BYTES];
+} ef_eval_task;
+
+typedef struct ef_eval_result {
+    uint32_t version, n_examples;
+    double loss_sum;
+    uint32_t correct;
+} ef_eval_result;
+
+/* Payload decoders: EF_ERR_FORMAT unless the payload has exactly the size its
+ * fields imply and every scalar field is valid (finite, in range, known
+ * codec, zero padding). */
+EF_API ef_status ef_decode_checkin(const ef_msg *m, ef_checkin *out);
+EF_API ef_status ef_decode_model(const ef_msg *m, ef_model_msg *out);
+EF_API ef_status ef_decode_task(const ef_msg *m, ef_task *out);
+EF_API ef_status ef_decode_update(const ef_msg *m, ef_update *out);
+EF_API ef_status ef_decode_eval(const ef_msg *m, ef_eval_task *out);
+EF_API ef_status ef_decode_eval_result(const ef_msg *m, ef_eval_result *out);
+EF_API ef_status ef_decode_leave(const ef_msg *m, uint32_t *reason);
+
+/* Copies n little-endian floats from raw (any alignment) into out. */
+EF_API void ef_wire_floats(float *out, const uint8_t *raw, size_t n);
+
+/* Payload sizes (bytes) of the fixed parts, and of vector messages. */
+#define EF_TASK_PAYLOAD 64
+#define EF_MODEL_FIXED 16
+#define EF_UPDATE_FIXED 32
+
+/* ---- reference-counted message buffers and outboxes --------------------- */
+
+/* An immutable encoded message shared by its recipients. */
+typedef struct ef_buf {
+    uint8_t *data; /* 64-byte aligned: payload floats at fixed offsets are aligned */
+    size_t len;
+    int refs;      /* atomic */
+} ef_buf;
+
+/* New buffer of `len` bytes (uninitialized) with one reference. NULL on OOM. */
+EF_API ef_buf *ef_buf_new(size_t len);
+/* Adds a reference; returns b. */
+EF_API ef_buf *ef_buf_ref(ef_buf *b);
+/* Drops a reference, freeing at zero. NULL is a no-op. Thread-safe. */
+EF_API void ef_buf_unref(ef_buf *b);
+
+/* A message to send: `to` is a client id, EF_SERVER_ID or EF_BROADCAST_ID. */
+typedef struct ef_out_msg {
+    uint32_t to;
+    ef_msg_type type;
+    ef_buf *buf; /* one reference owned by the outbox entry */
+} ef_out_msg;
+
+typedef struct ef_outbox {
+    ef_out_msg *v;
+    size_t n, cap;
+} ef_outbox;
+
+/* Appends (takes over the caller's reference to buf on success). */
+EF_API ef_status ef_outbox_push(ef_outbox *o, uint32_t to, ef_msg_type type, ef_buf *buf);
+/* Drops every entry's reference; keeps the array for reuse. */
+EF_API void ef_outbox_clear(ef_outbox *o);
+/* Clears and frees the array. */
+EF_API void ef_outbox_free(ef_outbox *o);
+
+/* BLAKE2b-256 (libsodium crypto_generichash) of n bytes. */
+EF_API void ef_hash(uint8_t out[EF_HASH_BYTES], const void *data, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EDGEFL_WIRE_H */

@@ -1,0 +1,201 @@
+/*
+ * The client runtime (see include/edgefl/client.h): holds the model a task
+ * needs, checks it against the task's hash, calls the trainer and encodes
+ * the answer. The update is written by the trainer straight into the
+ * outgoing message, so a client never holds a second copy of the model.
+ */
+#include <sodium.h>
+#include <string.h>
+
+#include "core/core_internal.h"
+#include "edgefl/client.h"
+#include "fl_internal.h"
+
+struct ef_client {
+    ef_client_config cfg;
+    ef_trainer tr;
+    uint64_t seq;
+    ef_buf *model;           /* MODEL message kept until a task uses it */
+    uint32_t model_version;
+    uint8_t model_hash[EF_HASH_BYTES];
+};
+
+ef_status ef_client_new(ef_client **out, const ef_client_config *cfg, const ef_trainer *trainer) {
+    *out = NULL;
+    if (cfg->id >= EF_BROADCAST_ID)
+        return ef__fail(EF_ERR_INVALID, "client: id %u is reserved", cfg->id);
+    if (!trainer || !trainer->fit)
+        return ef__fail(EF_ERR_INVALID, "client: a trainer with a fit callback is required");
+    ef_client *c = ef_calloc(1, sizeof *c);
+    if (!c) return EF_ERR_NOMEM;
+    c->cfg = *cfg;
+    c->tr = *trainer;
+    *out = c;
+    return EF_OK;
+}
+
+void ef_client_free(ef_client *c) {
+    if (!c) return;
+    ef_buf_unref(c->model);
+    ef_free(c);
+}
+
+uint32_t ef_client_id(const ef_client *c) { return c->cfg.id; }
+
+void ef_client_forget(ef_client *c) {
+    ef_buf_unref(c->model);
+    c->model = NULL;
+}
+
+static ef_status send_small(ef_client *c, ef_msg_type type, uint32_t round, const uint8_t *payload,
+                            size_t plen, ef_outbox *out) {
+    ef_buf *b = ef_buf_new(EF_WIRE_HEADER + plen);
+    if (!b) return EF_ERR_NOMEM;
+    memcpy(b->data + EF_WIRE_HEADER, payload, plen);
+    ef_wire_seal(b->data, type, c->cfg.job, round, c->cfg.id, ++c->seq, plen);
+    ef_status st = ef_outbox_push(out, EF_SERVER_ID, type, b);
+    if (st) ef_buf_unref(b);
+    return st;
+}
+
+ef_status ef_client_checkin(ef_client *c, ef_outbox *out) {
+    uint8_t p[8];
+    ef__wr32(p, c->cfg.n_train);
+    ef__wr32(p + 4, c->cfg.n_eval);
+    return send_small(c, EF_MSG_CHECKIN, 0, p, 8, out);
+}
+
+ef_status ef_client_leave(ef_client *c, uint32_t reason, ef_outbox *out) {
+    uint8_t p[4];
+    ef__wr32(p, reason);
+    ef_buf_unref(c->model);
+    c->model = NULL;
+    return send_small(c, EF_MSG_LEAVE, 0, p, 4, out);
+}
+
+/* The held model's floats (copied only on hosts where they cannot be read in place). */
+static const float *model_floats(ef_client *c, float **copy) {
+    ef_msg m;
+    ef_model_msg mm;
+    *copy = NULL;
+    ef_wire_decode(c->model->data, c->model->len, (size_t)-1, &m);
+    ef_decode_model(&m, &mm);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (((uintptr_t)mm.raw & 3) == 0) return (const float *)(const void *)mm.raw;
+#endif
+    *copy = ef_malloc(c->cfg.n_params * sizeof(float));
+    if (!*copy) return NULL;
+    ef_wire_floats(*copy, mm.raw, c->cfg.n_params);
+    return *copy;
+}
+
+static ef_status need_model(ef_client *c, uint32_t version, const uint8_t *hash) {
+    if (!c->model || c->model_version != version)
+        return ef__fail(EF_ERR_STATE, "client %u: task for model version %u, which it does not "
+                                      "hold", c->cfg.id, version);
+    if (sodium_memcmp(hash, c->model_hash, EF_HASH_BYTES) != 0)
+        return ef__fail(EF_ERR_FORMAT, "client %u: model version %u does not match the task's "
+                                       "hash", c->cfg.id, version);
+    return EF_OK;
+}
+
+static ef_status on_task(ef_client *c, const ef_msg *m, int worker, ef_outbox *out) {
+    ef_task t;
+    ef_status st = ef_decode_task(m, &t);
+    if (st) return st;
+    if ((st = need_model(c, t.version, t.hash)) != EF_OK) return st;
+    size_t n = c->cfg.n_params;
+    size_t plen = EF_UPDATE_FIXED + n * 4;
+    ef_buf *b = ef_buf_new(EF_WIRE_HEADER + plen);
+    if (!b) return EF_ERR_NOMEM;
+    uint8_t *p = b->data + EF_WIRE_HEADER;
+    float *copy = NULL;
+    const float *global = model_floats(c, &copy);
+    if (!global) {
+        ef_buf_unref(b);
+        return EF_ERR_NOMEM;
+    }
+    /* floats at payload + 32 = buffer + 72: aligned, written in place */
+    float *delta = (float *)(void *)(p + EF_UPDATE_FIXED);
+    ef_fit_result r = {0};
+    st = c->tr.fit(c->tr.user, worker, c->cfg.id, global, n, &t, delta, &r);
+    ef_free(copy);
+    if (st != EF_OK) {
+        ef_buf_unref(b);
+        ef_client_forget(c); /* the task is over either way */
+        return st;
+    }
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+    for (size_t i = 0; i < n; i++) ef__wrf32(p + EF_UPDATE_FIXED + 4 * i, delta[i]);
+#endif
+    ef__wr32(p, t.version);
+    ef__wr32(p + 4, r.n_examples);
+    ef__wrf32(p + 8, r.train_loss);
+    ef__wr32(p + 12, r.steps);
+    ef__wr32(p + 16, 0);
+    ef__wr32(p + 20, 0);
+    ef__wr64(p + 24, n);
+    ef_wire_seal(b->data, EF_MSG_UPDATE, c->cfg.job, m->round, c->cfg.id, ++c->seq, plen);
+    if ((st = ef_outbox_push(out, EF_SERVER_ID, EF_MSG_UPDATE, b)) != EF_OK) {
+        ef_buf_unref(b);
+        return st;
+    }
+    ef_buf_unref(c->model); /* done with it */
+    c->model = NULL;
+    return EF_OK;
+}
+
+static ef_status on_eval(ef_client *c, const ef_msg *m, int worker, ef_outbox *out) {
+    ef_eval_task e;
+    ef_status st = ef_decode_eval(m, &e);
+    if (st) return st;
+    if ((st = need_model(c, e.version, e.hash)) != EF_OK) return st;
+    if (!c->tr.evaluate)
+        return ef__fail(EF_ERR_UNSUPPORTED, "client %u: the trainer cannot evaluate", c->cfg.id);
+    float *copy = NULL;
+    const float *global = model_floats(c, &copy);
+    if (!global) return EF_ERR_NOMEM;
+    ef_eval_counts r = {0};
+    st = c->tr.evaluate(c->tr.user, worker, c->cfg.id, global, c->cfg.n_params, &r);
+    ef_free(copy);
+    if (st) return st;
+    uint8_t p[24] = {0};
+    ef__wr32(p, e.version);
+    ef__wr32(p + 4, r.n_examples);
+    ef__wrf64(p + 8, r.loss_sum);
+    ef__wr32(p + 16, r.correct);
+    if ((st = send_small(c, EF_MSG_EVAL_RESULT, m->round, p, 24, out)) != EF_OK) return st;
+    ef_buf_unref(c->model);
+    c->model = NULL;
+    return EF_OK;
+}
+
+ef_status ef_client_handle(ef_client *c, ef_buf *buf, int worker, ef_outbox *out) {
+    ef_msg m;
+    size_t max_payload = EF_MODEL_FIXED + c->cfg.n_params * 4;
+    /* a TASK (64 bytes) is larger than the MODEL of a model under 12 floats */
+    if (max_payload < EF_TASK_PAYLOAD) max_payload = EF_TASK_PAYLOAD;
+    ef_status st = ef_wire_decode(buf->data, buf->len, max_payload, &m);
+    if (st) return st;
+    if (m.job != c->cfg.job || m.sender != EF_SERVER_ID)
+        return ef__fail(EF_ERR_STATE, "client %u: message not from this job's server", c->cfg.id);
+    switch (m.type) {
+    case EF_MSG_MODEL: {
+        ef_model_msg mm;
+        if ((st = ef_decode_model(&m, &mm)) != EF_OK) return st;
+        if (mm.n != c->cfg.n_params)
+            return ef__fail(EF_ERR_FORMAT, "client %u: model of %llu values, expected %zu",
+                            c->cfg.id, (unsigned long long)mm.n, c->cfg.n_params);
+        ef_buf_unref(c->model);
+        c->model = ef_buf_ref(buf);
+        c->model_version = mm.version;
+        ef_hash(c->model_hash, mm.raw, mm.n * 4);
+        return EF_OK;
+    }
+    case EF_MSG_TASK: return on_task(c, &m, worker, out);
+    case EF_MSG_EVAL: return on_eval(c, &m, worker, out);
+    default:
+        return ef__fail(EF_ERR_STATE, "client %u: a client does not accept %s messages",
+                        c->cfg.id, ef_msg_type_name(m.type));
+    }
+}

@@ -1,0 +1,702 @@
+/*
+ * The server round engine (see include/edgefl/server.h): client registry,
+ * selection, task and model broadcast, update validation and aggregation
+ * through an ef_strategy, deadlines, federated evaluation and FedBuff-style
+ * asynchronous aggregation. Pure state machine: all input arrives through
+ * ef_server_handle / ef_server_tick with the current time, all output goes
+ * to the caller's outbox.
+ */
+#include <math.h>
+#include <sodium.h>
+#include <string.h>
+
+#include "core/core_internal.h"
+#include "edgefl/rng.h"
+#include "edgefl/server.h"
+#include "fl_internal.h"
+
+typedef enum cstate { C_OFFLINE = 0, C_IDLE, C_TRAINING, C_EVALUATING } cstate;
+
+typedef struct client_rec {
+    uint32_t id;
+    uint32_t n_train, n_eval;
+    uint8_t state;
+    uint32_t task_round;    /* round (sync) of the current task */
+    uint32_t task_version;  /* model version of the current task */
+    double task_deadline;   /* async: when the task times out */
+} client_rec;
+
+typedef enum phase { P_WAIT = 0, P_TRAIN, P_EVAL, P_DONE } phase;
+
+struct ef_server {
+    ef_server_config cfg;
+    ef_strategy *strat;
+    float prox_mu;
+    size_t n_params;
+    float *model;
+    uint32_t version;
+    uint8_t hash[EF_HASH_BYTES];
+    ef_buf *model_buf;      /* MODEL message of the current version, or NULL */
+    client_rec *clients;
+    size_t n_clients, cap_clients;
+    uint32_t *slots;        /* open-addressing map id -> index + 1 */
+    size_t n_slots;
+    uint32_t *pick;         /* selection scratch (cap_clients) */
+    ef_rng rng;
+    uint64_t seq;
+    phase ph;
+    uint32_t round;         /* current round (1-based) */
+    ef_round_record rec;
+    double deadline;
+    double loss_sum, loss_w;
+    uint64_t ev_n, ev_correct;
+    double ev_loss;
+    uint32_t ev_pending;
+    uint32_t training;      /* async: clients with a task */
+    uint32_t spent;         /* sync: tasks answered by a refused update this round */
+    double st_sum;
+    uint64_t refused;
+    ef_round_record *records;
+    size_t n_records, cap_records;
+    ef_round_fn on_round;
+    void *user;
+};
+
+ef_server_config ef_server_defaults(void) {
+    ef_server_config c = {0};
+    c.rounds = 10;
+    c.clients_per_round = 10;
+    c.overselect = 1.0;
+    c.min_updates = 1;
+    c.buffer_k = 10;
+    c.max_staleness = 10;
+    c.staleness_exponent = 0.5;
+    c.local_epochs = 1;
+    c.batch = 32;
+    c.lr = 0.05f;
+    c.fed_eval_clients = 10;
+    return c;
+}
+
+/* ---- client registry ------------------------------------------------------ */
+
+static uint32_t slot_hash(uint32_t id) {
+    uint64_t x = (uint64_t)id * 0x9E3779B97F4A7C15ull;
+    return (uint32_t)(x >> 32);
+}
+
+static client_rec *find_client(ef_server *s, uint32_t id) {
+    if (!s->n_slots) return NULL;
+    for (size_t i = slot_hash(id) & (s->n_slots - 1);; i = (i + 1) & (s->n_slots - 1)) {
+        uint32_t v = s->slots[i];
+        if (v == 0) return NULL;
+        if (s->clients[v - 1].id == id) return &s->clients[v - 1];
+    }
+}
+
+static ef_status rehash(ef_server *s, size_t n_slots) {
+    uint32_t *ns = ef_calloc(n_slots, sizeof *ns);
+    if (!ns) return EF_ERR_NOMEM;
+    for (size_t k = 0; k < s->n_clients; k++) {
+        size_t i = slot_hash(s->clients[k].id) & (n_slots - 1);
+        while (ns[i]) i = (i + 1) & (n_slots - 1);
+        ns[i] = (uint32_t)(k + 1);
+    }
+    ef_free(s->slots);
+    s->slots = ns;
+    s->n_slots = n_slots;
+    return EF_OK;
+}
+
+static ef_status add_client(ef_server *s, uint32_t id, client_rec **out) {
+    if (s->n_clients == s->cap_clients) {
+        size_t nc = s->cap_clients ? s->cap_clients * 2 : 64;
+        client_rec *nv = ef_realloc(s->clients, nc * sizeof *nv);
+        if (!nv) return EF_ERR_NOMEM;
+        s->clients = nv;
+        uint32_t *np = ef_realloc(s->pick, nc * sizeof *np);
+        if (!np) return EF_ERR_NOMEM;
+        s->pick = np;
+        s->cap_clients = nc;
+    }
+    if ((s->n_clients + 1) * 2 > s->n_slots) {
+        ef_status st = rehash(s, s->n_slots ? s->n_slots * 2 : 128);
+        if (st) return st;
+    }
+    client_rec *c = &s->clients[s->n_clients];
+    memset(c, 0, sizeof *c);
+    c->id = id;
+    size_t i = slot_hash(id) & (s->n_slots - 1);
+    while (s->slots[i]) i = (i + 1) & (s->n_slots - 1);
+    s->slots[i] = (uint32_t)(s->n_clients + 1);
+    s->n_clients++;
+    *out = c;
+    return EF_OK;
+}
+
+/* Picks up to k idle clients (with training or evaluation data) at random. */
+static size_t select_idle(ef_server *s, size_t k, int for_eval) {
+    size_t n = 0;
+    for (size_t i = 0; i < s->n_clients; i++) {
+        const client_rec *c = &s->clients[i];
+        if (c->state == C_IDLE && (for_eval ? c->n_eval : c->n_train) > 0) s->pick[n++] = (uint32_t)i;
+    }
+    if (k > n) k = n;
+    for (size_t i = 0; i < k; i++) { /* partial Fisher-Yates */
+        size_t j = i + (size_t)ef_rng_below(&s->rng, n - i);
+        uint32_t t = s->pick[i];
+        s->pick[i] = s->pick[j];
+        s->pick[j] = t;
+    }
+    return k;
+}
+
+/* ---- outgoing messages ---------------------------------------------------- */
+
+static ef_status model_message(ef_server *s) {
+    if (s->model_buf) return EF_OK;
+    size_t plen = EF_MODEL_FIXED + s->n_params * 4;
+    ef_buf *b = ef_buf_new(EF_WIRE_HEADER + plen);
+    if (!b) return EF_ERR_NOMEM;
+    uint8_t *p = b->data + EF_WIRE_HEADER;
+    ef__wr32(p, s->version);
+    ef__wr32(p + 4, 0);
+    ef__wr64(p + 8, s->n_params);
+    for (size_t i = 0; i < s->n_params; i++) ef__wrf32(p + EF_MODEL_FIXED + 4 * i, s->model[i]);
+    ef_hash(s->hash, p + EF_MODEL_FIXED, s->n_params * 4);
+    ef_wire_seal(b->data, EF_MSG_MODEL, s->cfg.job, s->version, EF_SERVER_ID, ++s->seq, plen);
+    s->model_buf = b;
+    return EF_OK;
+}
+
+/* Sends the current model ahead of a task and counts its bytes. Clients
+ * keep a model only while they use it (a device cannot be assumed to keep
+ * megabytes between tasks), so every task comes with its model. */
+static ef_status send_model_to(ef_server *s, client_rec *c, ef_outbox *out) {
+    ef_status st = model_message(s);
+    if (st) return st;
+    if ((st = ef_outbox_push(out, c->id, EF_MSG_MODEL, ef_buf_ref(s->model_buf))) != EF_OK) {
+        ef_buf_unref(s->model_buf);
+        return st;
+    }
+    s->rec.bytes_down += s->model_buf->len;
+    return EF_OK;
+}
+
+static uint64_t task_seed(const ef_server *s, uint32_t id) {
+    uint64_t x = s->cfg.seed ^ ((uint64_t)s->round << 32) ^ ((uint64_t)s->version << 48) ^ id;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+static ef_status send_task(ef_server *s, double now, client_rec *c, ef_outbox *out) {
+    ef_status st = send_model_to(s, c, out);
+    if (st) return st;
+    ef_buf *b = ef_buf_new(EF_WIRE_HEADER + EF_TASK_PAYLOAD);
+    if (!b) return EF_ERR_NOMEM;
+    uint8_t *p = b->data + EF_WIRE_HEADER;
+    memset(p, 0, EF_TASK_PAYLOAD);
+    ef__wr32(p, s->version);
+    memcpy(p + 4, s->hash, EF_HASH_BYTES);
+    ef__wrf32(p + 36, (float)s->cfg.deadline_s);
+    ef__wr16(p + 40, s->cfg.local_epochs);
+    ef__wr16(p + 42, s->cfg.batch);
+    ef__wrf32(p + 44, s->cfg.lr);
+    ef__wrf32(p + 48, s->cfg.momentum);
+    ef__wrf32(p + 52, s->prox_mu);
+    ef__wr64(p + 56, task_seed(s, c->id));
+    ef_wire_seal(b->data, EF_MSG_TASK, s->cfg.job, s->round, EF_SERVER_ID, ++s->seq,
+                 EF_TASK_PAYLOAD);
+    if ((st = ef_outbox_push(out, c->id, EF_MSG_TASK, b)) != EF_OK) {
+        ef_buf_unref(b);
+        return st;
+    }
+    s->rec.bytes_down += b->len;
+    s->rec.selected++;
+    c->state = C_TRAINING;
+    c->task_round = s->round;
+    c->task_version = s->version;
+    c->task_deadline = s->cfg.deadline_s > 0 ? now + s->cfg.deadline_s : INFINITY;
+    return EF_OK;
+}
+
+static ef_status send_eval(ef_server *s, client_rec *c, ef_outbox *out) {
+    ef_status st = send_model_to(s, c, out);
+    if (st) return st;
+    ef_buf *b = ef_buf_new(EF_WIRE_HEADER + 8 + EF_HASH_BYTES);
+    if (!b) return EF_ERR_NOMEM;
+    uint8_t *p = b->data + EF_WIRE_HEADER;
+    ef__wr32(p, s->version);
+    ef__wr32(p + 4, 0);
+    memcpy(p + 8, s->hash, EF_HASH_BYTES);
+    ef_wire_seal(b->data, EF_MSG_EVAL, s->cfg.job, s->round, EF_SERVER_ID, ++s->seq,
+                 8 + EF_HASH_BYTES);
+    if ((st = ef_outbox_push(out, c->id, EF_MSG_EVAL, b)) != EF_OK) {
+        ef_buf_unref(b);
+        return st;
+    }
+    s->rec.bytes_down += b->len;
+    c->state = C_EVALUATING;
+    c->task_version = s->version;
+    return EF_OK;
+}
+
+/* ---- rounds --------------------------------------------------------------- */
+
+static ef_status push_record(ef_server *s) {
+    if (s->n_records == s->cap_records) {
+        size_t nc = s->cap_records ? s->cap_records * 2 : 64;
+        ef_round_record *nv = ef_realloc(s->records, nc * sizeof *nv);
+        if (!nv) return EF_ERR_NOMEM;
+        s->records = nv;
+        s->cap_records = nc;
+    }
+    s->records[s->n_records++] = s->rec;
+    return EF_OK;
+}
+
+static void open_record(ef_server *s, double now) {
+    s->rec = ef_round_record_empty(s->round);
+    s->rec.sim_start = now;
+    s->loss_sum = s->loss_w = 0;
+    s->st_sum = 0;
+    s->spent = 0;
+}
+
+/* Sync: every selected client has answered (accepted or not), left or been
+ * given up on. */
+static int round_settled(const ef_server *s) {
+    return s->rec.completed + s->rec.dropped + s->rec.late + s->spent >= s->rec.selected;
+}
+
+/* The round's record is complete: report it, store it, move on. */
+static ef_status close_record(ef_server *s, double now) {
+    s->rec.sim_end = now;
+    if (s->loss_w > 0) s->rec.train_loss = s->loss_sum / s->loss_w;
+    if (s->on_round) s->on_round(s->user, &s->rec, s->model, s->n_params);
+    ef_status st = push_record(s);
+    if (st) return st;
+    s->round++;
+    if (s->round > s->cfg.rounds) s->ph = P_DONE;
+    return EF_OK;
+}
+
+static ef_status aggregate(ef_server *s) {
+    ef_status st = ef_strategy_apply(s->strat, s->model);
+    if (st != EF_OK) return st; /* e.g. too few updates for Krum: model unchanged */
+    s->version++;
+    ef_buf_unref(s->model_buf);
+    s->model_buf = NULL;
+    s->rec.aggregated = 1;
+    return EF_OK;
+}
+
+static ef_status start_round(ef_server *s, double now, ef_outbox *out) {
+    if (s->ph == P_DONE) return EF_OK;
+    size_t online = 0;
+    for (size_t i = 0; i < s->n_clients; i++) online += s->clients[i].state != C_OFFLINE;
+    if (online < s->cfg.min_clients || online == 0) return EF_OK; /* keep waiting */
+    size_t want = (size_t)ceil(s->cfg.clients_per_round * s->cfg.overselect);
+    size_t k = select_idle(s, want, 0);
+    if (k == 0) return EF_OK;
+    open_record(s, now);
+    ef_strategy_begin(s->strat);
+    ef_status st;
+    for (size_t i = 0; i < k; i++)
+        if ((st = send_task(s, now, &s->clients[s->pick[i]], out)) != EF_OK) return st;
+    s->deadline = s->cfg.deadline_s > 0 ? now + s->cfg.deadline_s : INFINITY;
+    s->ph = P_TRAIN;
+    return EF_OK;
+}
+
+static ef_status start_round(ef_server *s, double now, ef_outbox *out);
+
+/* Closes the round's record and, unless the run is over, starts the next. */
+static ef_status next_round(ef_server *s, double now, ef_outbox *out) {
+    s->ph = P_WAIT;
+    ef_status st = close_record(s, now);
+    if (st != EF_OK || s->ph == P_DONE) return st;
+    return start_round(s, now, out);
+}
+
+static ef_status finish_eval(ef_server *s, double now, ef_outbox *out) {
+    for (size_t i = 0; i < s->n_clients; i++)
+        if (s->clients[i].state == C_EVALUATING) s->clients[i].state = C_IDLE;
+    if (s->ev_n > 0) {
+        s->rec.fed_accuracy = (double)s->ev_correct / (double)s->ev_n;
+        s->rec.fed_loss = s->ev_loss / (double)s->ev_n;
+    }
+    return next_round(s, now, out);
+}
+
+static ef_status finish_round(ef_server *s, double now, ef_outbox *out) {
+    uint32_t outstanding = 0;
+    for (size_t i = 0; i < s->n_clients; i++) {
+        client_rec *c = &s->clients[i];
+        if (c->state == C_TRAINING && c->task_round == s->round) {
+            c->state = C_IDLE; /* its update, if any, will be stale */
+            outstanding++;
+        }
+    }
+    s->rec.late += outstanding;
+    if (s->rec.completed >= s->cfg.min_updates) {
+        ef_status st = aggregate(s);
+        if (st == EF_ERR_NOMEM) return st;
+    }
+    if (s->cfg.fed_eval_every && s->round % s->cfg.fed_eval_every == 0) {
+        size_t k = select_idle(s, s->cfg.fed_eval_clients, 1);
+        s->ev_n = s->ev_correct = 0;
+        s->ev_loss = 0;
+        s->ev_pending = (uint32_t)k;
+        for (size_t i = 0; i < k; i++) {
+            ef_status st = send_eval(s, &s->clients[s->pick[i]], out);
+            if (st) return st;
+        }
+        if (k > 0) {
+            s->ph = P_EVAL;
+            s->deadline = s->cfg.deadline_s > 0 ? now + s->cfg.deadline_s : INFINITY;
+            return EF_OK;
+        }
+    }
+    return next_round(s, now, out);
+}
+
+/* ---- asynchronous mode ---------------------------------------------------- */
+
+/* Keeps clients_per_round clients training. */
+static ef_status refill(ef_server *s, double now, ef_outbox *out) {
+    if (s->ph == P_DONE) return EF_OK;
+    size_t online = 0;
+    for (size_t i = 0; i < s->n_clients; i++) online += s->clients[i].state != C_OFFLINE;
+    if (s->ph == P_WAIT) {
+        if (online < s->cfg.min_clients || online == 0) return EF_OK;
+        s->ph = P_TRAIN;
+        open_record(s, now);
+        ef_strategy_begin(s->strat);
+    }
+    if (s->training >= s->cfg.clients_per_round) return EF_OK;
+    size_t k = select_idle(s, s->cfg.clients_per_round - s->training, 0);
+    for (size_t i = 0; i < k; i++) {
+        ef_status st = send_task(s, now, &s->clients[s->pick[i]], out);
+        if (st) return st;
+        s->training++;
+    }
+    return EF_OK;
+}
+
+static ef_status async_accept(ef_server *s, double now, ef_outbox *out) {
+    if (ef_strategy_count(s->strat) < s->cfg.buffer_k) return refill(s, now, out);
+    ef_status st = aggregate(s);
+    if (st == EF_ERR_NOMEM) return st;
+    s->rec.staleness_mean = s->rec.completed ? s->st_sum / s->rec.completed : NAN;
+    if ((st = close_record(s, now)) != EF_OK) return st;
+    if (s->ph == P_DONE) {
+        for (size_t i = 0; i < s->n_clients; i++)
+            if (s->clients[i].state == C_TRAINING) s->clients[i].state = C_IDLE;
+        s->training = 0;
+        return EF_OK;
+    }
+    open_record(s, now);
+    ef_strategy_begin(s->strat);
+    return refill(s, now, out);
+}
+
+/* ---- message handling ----------------------------------------------------- */
+
+static ef_status refuse(ef_server *s, ef_status st) {
+    s->refused++;
+    s->rec.rejected++;
+    return st;
+}
+
+static ef_status on_update(ef_server *s, double now, const ef_msg *m, size_t len,
+                           client_rec *c, ef_outbox *out) {
+    ef_update u;
+    ef_status st = ef_decode_update(m, &u);
+    if (st) return refuse(s, st);
+    if (!s->cfg.async && (m->round < s->round || (m->round == s->round && s->ph != P_TRAIN))) {
+        /* a straggler of a closed round (already counted as late there),
+         * whether or not the client holds a task of the current round, or
+         * one arriving during the round's evaluation: not this round's */
+        s->refused++;
+        return ef__fail(EF_ERR_STATE, "update from client %u for closed round %u", c->id,
+                        m->round);
+    }
+    if (c->state != C_TRAINING || u.version != c->task_version ||
+        (!s->cfg.async && (m->round != s->round || c->task_round != s->round || s->ph != P_TRAIN)))
+        return refuse(s, ef__fail(EF_ERR_STATE, "update from client %u for round %u, version %u: "
+                                                "no such task open (stale or duplicate)",
+                                  c->id, m->round, u.version));
+    if (u.n != s->n_params)
+        return refuse(s, ef__fail(EF_ERR_FORMAT, "update from client %u has %llu values, the model "
+                                                 "has %zu", c->id, (unsigned long long)u.n,
+                                  s->n_params));
+    uint32_t staleness = s->version - c->task_version;
+    double weight = (double)u.n_examples;
+    if (s->cfg.async) {
+        if (staleness > s->cfg.max_staleness) {
+            c->state = C_IDLE;
+            s->training--;
+            s->refused++;
+            s->rec.rejected++;
+            st = refill(s, now, out);
+            if (st) return st;
+            return ef__fail(EF_ERR_STATE, "update from client %u is %u versions stale (bound %u)",
+                            c->id, staleness, s->cfg.max_staleness);
+        }
+        weight *= ef_staleness_weight(staleness, s->cfg.staleness_exponent);
+    }
+    /* The update's floats sit at an arbitrary alignment inside the message. */
+    const float *delta = (const float *)(const void *)u.raw;
+    float *tmp = NULL;
+    if (((uintptr_t)u.raw & 3) != 0 || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__) {
+        tmp = ef_malloc(s->n_params * sizeof(float));
+        if (!tmp) return EF_ERR_NOMEM;
+        ef_wire_floats(tmp, u.raw, s->n_params);
+        delta = tmp;
+    }
+    st = ef_strategy_add(s->strat, delta, weight);
+    ef_free(tmp);
+    c->state = C_IDLE;
+    if (s->cfg.async) s->training--;
+    if (st != EF_OK) {
+        if (st == EF_ERR_NOMEM) return st;
+        st = refuse(s, st);
+        ef_status r = EF_OK;
+        if (s->cfg.async) {
+            r = refill(s, now, out);
+        } else {
+            s->spent++; /* its answer, although refused, ends its task */
+            if (round_settled(s)) r = finish_round(s, now, out);
+        }
+        return r ? r : st;
+    }
+    s->rec.completed++;
+    s->rec.bytes_up += len;
+    s->loss_sum += (double)u.train_loss * u.n_examples;
+    s->loss_w += u.n_examples;
+    if (s->cfg.async) {
+        s->st_sum += staleness;
+        if (staleness > s->rec.staleness_max) s->rec.staleness_max = staleness;
+        return async_accept(s, now, out);
+    }
+    if (s->rec.completed >= s->cfg.clients_per_round || round_settled(s))
+        return finish_round(s, now, out);
+    return EF_OK;
+}
+
+static ef_status on_eval_result(ef_server *s, double now, const ef_msg *m, size_t len,
+                                client_rec *c, ef_outbox *out) {
+    ef_eval_result r;
+    ef_status st = ef_decode_eval_result(m, &r);
+    if (st) return refuse(s, st);
+    if (m->round < s->round) { /* after its round's evaluation closed: not this round's */
+        s->refused++;
+        return ef__fail(EF_ERR_STATE, "evaluation result from client %u for closed round %u",
+                        c->id, m->round);
+    }
+    if (s->ph != P_EVAL || c->state != C_EVALUATING || r.version != s->version)
+        return refuse(s, ef__fail(EF_ERR_STATE, "evaluation result from client %u not expected",
+                                  c->id));
+    c->state = C_IDLE;
+    s->rec.bytes_up += len;
+    s->ev_n += r.n_examples;
+    s->ev_correct += r.correct;
+    s->ev_loss += r.loss_sum;
+    if (--s->ev_pending == 0) return finish_eval(s, now, out);
+    return EF_OK;
+}
+
+static ef_status on_leave(ef_server *s, double now, client_rec *c, ef_outbox *out) {
+    cstate was = (cstate)c->state;
+    c->state = C_OFFLINE;
+    if (was == C_TRAINING) {
+        if (s->cfg.async) {
+            s->rec.dropped++;
+            s->training--;
+            return refill(s, now, out);
+        }
+        if (c->task_round == s->round && s->ph == P_TRAIN) {
+            s->rec.dropped++;
+            if (round_settled(s)) return finish_round(s, now, out);
+        }
+    } else if (was == C_EVALUATING && s->ph == P_EVAL) {
+        if (--s->ev_pending == 0) return finish_eval(s, now, out);
+    }
+    return EF_OK;
+}
+
+ef_status ef_server_handle(ef_server *s, double now, const uint8_t *buf, size_t len,
+                           ef_outbox *out) {
+    ef_msg m;
+    ef_status st = ef_wire_decode(buf, len, s->cfg.max_message, &m);
+    if (st) return refuse(s, st);
+    if (m.job != s->cfg.job)
+        return refuse(s, ef__fail(EF_ERR_STATE, "message for job %llu, this server runs job %llu",
+                                  (unsigned long long)m.job, (unsigned long long)s->cfg.job));
+    client_rec *c = find_client(s, m.sender);
+    if (m.type == EF_MSG_CHECKIN) {
+        ef_checkin ci;
+        if ((st = ef_decode_checkin(&m, &ci)) != EF_OK) return refuse(s, st);
+        if (m.sender >= EF_BROADCAST_ID)
+            return refuse(s, ef__fail(EF_ERR_FORMAT, "checkin with reserved id %u", m.sender));
+        if (!c && (st = add_client(s, m.sender, &c)) != EF_OK) return st;
+        if (c->state == C_TRAINING || c->state == C_EVALUATING) {
+            /* it restarted and lost its task */
+            if ((st = on_leave(s, now, c, out)) != EF_OK) return st;
+        }
+        c->n_train = ci.n_train;
+        c->n_eval = ci.n_eval;
+        c->state = C_IDLE;
+        if (s->ph == P_WAIT || (s->cfg.async && s->ph == P_TRAIN)) {
+            if (s->cfg.async) return refill(s, now, out);
+            return start_round(s, now, out);
+        }
+        return EF_OK;
+    }
+    if (!c)
+        return refuse(s, ef__fail(EF_ERR_STATE, "%s from unknown client %u",
+                                  ef_msg_type_name(m.type), m.sender));
+    switch (m.type) {
+    case EF_MSG_UPDATE: return on_update(s, now, &m, len, c, out);
+    case EF_MSG_EVAL_RESULT: return on_eval_result(s, now, &m, len, c, out);
+    case EF_MSG_LEAVE: {
+        uint32_t reason;
+        if ((st = ef_decode_leave(&m, &reason)) != EF_OK) return refuse(s, st);
+        return on_leave(s, now, c, out);
+    }
+    default:
+        return refuse(s, ef__fail(EF_ERR_STATE, "a server does not accept %s messages",
+                                  ef_msg_type_name(m.type)));
+    }
+}
+
+ef_status ef_server_tick(ef_server *s, double now, ef_outbox *out) {
+    if (s->ph == P_DONE) return EF_OK;
+    if (s->cfg.async) {
+        int freed = 0;
+        for (size_t i = 0; i < s->n_clients; i++) {
+            client_rec *c = &s->clients[i];
+            if (c->state == C_TRAINING && c->task_deadline <= now) {
+                c->state = C_IDLE;
+                s->training--;
+                s->rec.late++;
+                freed = 1;
+            }
+        }
+        if (freed || s->ph == P_WAIT) return refill(s, now, out);
+        return EF_OK;
+    }
+    if (s->ph == P_WAIT) return start_round(s, now, out);
+    if (now >= s->deadline) {
+        if (s->ph == P_TRAIN) return finish_round(s, now, out);
+        if (s->ph == P_EVAL) return finish_eval(s, now, out);
+    }
+    return EF_OK;
+}
+
+double ef_server_next_timer(const ef_server *s) {
+    if (s->ph == P_DONE) return INFINITY;
+    if (s->cfg.async) {
+        double t = INFINITY;
+        for (size_t i = 0; i < s->n_clients; i++)
+            if (s->clients[i].state == C_TRAINING && s->clients[i].task_deadline < t)
+                t = s->clients[i].task_deadline;
+        return t;
+    }
+    return (s->ph == P_TRAIN || s->ph == P_EVAL) ? s->deadline : INFINITY;
+}
+
+/* ---- construction --------------------------------------------------------- */
+
+static ef_status check_config(const ef_server_config *c) {
+    if (c->rounds == 0) return ef__fail(EF_ERR_INVALID, "server: rounds must be >= 1");
+    if (c->clients_per_round == 0)
+        return ef__fail(EF_ERR_INVALID, "server: clients per round must be >= 1");
+    if (!(c->overselect >= 1.0) || !isfinite(c->overselect) || c->overselect > 100)
+        return ef__fail(EF_ERR_INVALID, "server: over-selection must be in [1, 100]");
+    if (!(c->deadline_s >= 0) || !isfinite(c->deadline_s) || c->deadline_s > 3.0e38)
+        return ef__fail(EF_ERR_INVALID, "server: deadline must be >= 0 seconds");
+    if (c->min_updates == 0) return ef__fail(EF_ERR_INVALID, "server: min_updates must be >= 1");
+    if (c->local_epochs == 0 || c->batch == 0)
+        return ef__fail(EF_ERR_INVALID, "server: local epochs and batch must be >= 1");
+    if (!(c->lr > 0) || !isfinite(c->lr))
+        return ef__fail(EF_ERR_INVALID, "server: client learning rate must be > 0");
+    if (!(c->momentum >= 0 && c->momentum < 1))
+        return ef__fail(EF_ERR_INVALID, "server: client momentum must be in [0, 1)");
+    if (c->async) {
+        if (c->buffer_k == 0) return ef__fail(EF_ERR_INVALID, "server: buffer K must be >= 1");
+        if (!(c->staleness_exponent >= 0) || !isfinite(c->staleness_exponent))
+            return ef__fail(EF_ERR_INVALID, "server: staleness exponent must be >= 0");
+        if (c->fed_eval_every)
+            return ef__fail(EF_ERR_UNSUPPORTED, "server: federated evaluation runs with "
+                                                "synchronous rounds only");
+    }
+    return EF_OK;
+}
+
+ef_status ef_server_new(ef_server **out, const ef_server_config *cfg,
+                        const ef_strategy_config *strategy, ef_params *init, ef_round_fn on_round,
+                        void *user) {
+    *out = NULL;
+    ef_status st = check_config(cfg);
+    if (st) return st;
+    if (sodium_init() < 0) return ef__fail(EF_ERR_INTERNAL, "libsodium failed to initialize");
+    ef_server *s = ef_calloc(1, sizeof *s);
+    if (!s) return EF_ERR_NOMEM;
+    s->cfg = *cfg;
+    s->n_params = ef_params_numel(init);
+    if (s->cfg.max_message == 0) s->cfg.max_message = s->n_params * 4 + 1024;
+    if (s->cfg.min_clients == 0) s->cfg.min_clients = 1;
+    s->prox_mu = strategy->kind == EF_STRAT_FEDPROX ? strategy->proximal_mu : 0.0f;
+    s->on_round = on_round;
+    s->user = user;
+    s->round = 1;
+    ef_rng_seed(&s->rng, cfg->seed ^ 0x5E1EC7ull);
+    size_t max_updates = (size_t)ceil(cfg->clients_per_round * cfg->overselect);
+    if (cfg->async && cfg->buffer_k > max_updates) max_updates = cfg->buffer_k;
+    if ((st = ef_strategy_new(&s->strat, strategy, s->n_params, max_updates)) != EF_OK) goto fail;
+    s->model = ef_malloc((s->n_params ? s->n_params : 1) * sizeof(float));
+    if (!s->model) {
+        st = EF_ERR_NOMEM;
+        goto fail;
+    }
+    memcpy(s->model, ef_params_data(init), s->n_params * sizeof(float));
+    s->rec = ef_round_record_empty(0);
+    *out = s;
+    return EF_OK;
+fail:
+    ef_server_free(s);
+    return st;
+}
+
+void ef_server_free(ef_server *s) {
+    if (!s) return;
+    ef_strategy_free(s->strat);
+    ef_free(s->model);
+    ef_buf_unref(s->model_buf);
+    ef_free(s->clients);
+    ef_free(s->slots);
+    ef_free(s->pick);
+    ef_free(s->records);
+    ef_free(s);
+}
+
+int ef_server_done(const ef_server *s) { return s->ph == P_DONE; }
+
+const float *ef_server_model(const ef_server *s, size_t *n_params) {
+    if (n_params) *n_params = s->n_params;
+    return s->model;
+}
+
+uint32_t ef_server_version(const ef_server *s) { return s->version; }
+
+const ef_round_record *ef_server_records(const ef_server *s, size_t *n) {
+    *n = s->n_records;
+    return s->records;
+}
+
+size_t ef_server_clients(const ef_server *s) { return s->n_clients; }
+
+uint64_t ef_server_refused(const ef_server *s) { return s->refused; }

@@ -1,0 +1,1417 @@
+/*
+ * Protocol tests of the server round engine (src/fl/server.c), driven by
+ * hand: real ef_client objects with a fake trainer whose deltas, example
+ * counts, losses and evaluation counts are known exactly, a server fed
+ * messages one at a time at explicit times, and outboxes routed by the test.
+ * No simulator and no clock, so every selection, task, aggregation,
+ * deadline, refusal and round record can be asserted exactly.
+ *
+ * The deltas are multiples of 1/4 and the weights small integers (or
+ * integers times 1/2), so the strategy's double sums are exact and the
+ * expected model is computed here with the same operations: comparisons of
+ * models are bitwise.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "edgefl/client.h"
+#include "edgefl/params.h"
+#include "edgefl/server.h"
+#include "edgefl/strategy.h"
+#include "edgefl/wire.h"
+#include "test_util.h"
+
+#define NP 8      /* model size: small enough that a TASK is larger than a MODEL */
+#define MAXC 12   /* clients per test */
+#define JOB 42
+#define MAXREC 16
+
+/* Client ids are not their slots, so that id/index confusions show. */
+#define ID(k) ((uint32_t)(5 + 3 * (k)))
+#define SLOT(id) ((int)(((id) - 5) / 3))
+
+#define UPDATE_LEN (EF_WIRE_HEADER + EF_UPDATE_FIXED + 4 * NP)
+
+/* ---- little-endian helpers for crafting messages ------------------------ */
+
+static uint32_t rd32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static uint64_t rd64(const uint8_t *p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
+static void wr32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
+}
+static void wr64(uint8_t *p, uint64_t v) {
+    wr32(p, (uint32_t)v);
+    wr32(p + 4, (uint32_t)(v >> 32));
+}
+static void wrf32(uint8_t *p, float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    wr32(p, u);
+}
+
+/* A copy of `len` bytes of `data` (len may differ from the source: the
+ * extra bytes are zero). */
+static ef_buf *buf_copy(const ef_buf *src, size_t len) {
+    ef_buf *b = ef_buf_new(len);
+    memset(b->data, 0, len);
+    memcpy(b->data, src->data, len < src->len ? len : src->len);
+    return b;
+}
+
+/* Recomputes the header (length and CRC) of a crafted message from its own
+ * header fields and length: the result is a well-formed envelope. */
+static void reseal(ef_buf *b) {
+    ef_wire_seal(b->data, (ef_msg_type)b->data[5], rd64(b->data + 8), rd32(b->data + 16),
+                 rd32(b->data + 20), rd64(b->data + 24), b->len - EF_WIRE_HEADER);
+}
+
+/* ---- the fake trainer ------------------------------------------------------ */
+
+typedef struct fake {
+    uint32_t n_ex[MAXC];      /* n_examples each client reports */
+    float loss[MAXC];         /* its training loss */
+    uint32_t ev_n[MAXC], ev_correct[MAXC];
+    double ev_loss[MAXC];
+    int fits[MAXC], evals[MAXC];
+    ef_task task[MAXC];       /* the last task each client trained on */
+    float global[MAXC][NP];   /* the model it started from */
+    int nan_slot;             /* client whose delta holds a NaN, or -1 */
+} fake;
+
+static float fake_delta(int slot, size_t i) { return (float)(slot + 1) * 0.5f - (float)i * 0.25f; }
+
+static ef_status fake_fit(void *user, int worker, uint32_t id, const float *global, size_t n,
+                          const ef_task *task, float *delta, ef_fit_result *res) {
+    fake *f = user;
+    (void)worker;
+    int k = SLOT(id);
+    if (n != NP || k < 0 || k >= MAXC) return EF_ERR_INTERNAL;
+    for (size_t i = 0; i < n; i++) delta[i] = fake_delta(k, i);
+    if (k == f->nan_slot) delta[3] = NAN;
+    memcpy(f->global[k], global, n * sizeof(float));
+    f->task[k] = *task;
+    f->fits[k]++;
+    res->n_examples = f->n_ex[k];
+    res->train_loss = f->loss[k];
+    res->steps = 3;
+    return EF_OK;
+}
+
+static ef_status fake_eval(void *user, int worker, uint32_t id, const float *global, size_t n,
+                           ef_eval_counts *res) {
+    fake *f = user;
+    (void)worker;
+    (void)global;
+    int k = SLOT(id);
+    if (n != NP || k < 0 || k >= MAXC) return EF_ERR_INTERNAL;
+    f->evals[k]++;
+    res->n_examples = f->ev_n[k];
+    res->correct = f->ev_correct[k];
+    res->loss_sum = f->ev_loss[k];
+    return EF_OK;
+}
+
+/* ---- the hand-driven network ---------------------------------------------- */
+
+typedef struct net {
+    ef_server *s;
+    ef_client *c[MAXC];
+    int n;
+    ef_outbox up[MAXC]; /* each client's messages not yet delivered to the server */
+    ef_outbox down;     /* server output not yet delivered to the clients */
+    fake fk;
+    float init[NP];
+    int n_cb;           /* on_round calls */
+    ef_round_record cb_rec[MAXREC];
+    float cb_model[MAXREC][NP];
+    uint64_t bytes_up;   /* UPDATE and EVAL_RESULT bytes the server accepted */
+    uint64_t bytes_down; /* bytes routed from the server to clients */
+} net;
+
+static void on_round(void *user, ef_round_record *rec, const float *model, size_t n) {
+    net *t = user;
+    CHECK(n == NP);
+    rec->test_accuracy = 0.5 + rec->round / 100.0; /* the annotation must be stored */
+    if (t->n_cb < MAXREC) {
+        t->cb_rec[t->n_cb] = *rec;
+        memcpy(t->cb_model[t->n_cb], model, NP * sizeof(float));
+    }
+    t->n_cb++;
+}
+
+/* n_eval[k] (NULL: all 5) gives each client's evaluation examples. */
+static net *net_new(const ef_server_config *cfg, const ef_strategy_config *strat, int n_clients,
+                    const uint32_t *n_eval) {
+    net *t = calloc(1, sizeof *t);
+    t->n = n_clients;
+    t->fk.nan_slot = -1;
+    for (int k = 0; k < MAXC; k++) {
+        t->fk.n_ex[k] = (uint32_t)(k + 1);
+        t->fk.loss[k] = 0.25f * (float)(k + 1);
+        t->fk.ev_n[k] = (uint32_t)(10 + k);
+        t->fk.ev_correct[k] = (uint32_t)(k + 1);
+        t->fk.ev_loss[k] = 0.5 * (k + 1);
+    }
+    ef_params *p = NULL;
+    int64_t shape[1] = {NP};
+    CHECK_OK(ef_params_new(&p));
+    CHECK_OK(ef_params_add(p, "w", 1, shape));
+    CHECK_OK(ef_params_alloc(p));
+    for (int i = 0; i < NP; i++) t->init[i] = ef_params_data(p)[i] = 1.0f + 0.125f * (float)i;
+    CHECK_OK(ef_server_new(&t->s, cfg, strat, p, on_round, t));
+    ef_params_free(p); /* the server copied it */
+    ef_trainer tr = {fake_fit, fake_eval, &t->fk};
+    for (int k = 0; k < n_clients; k++) {
+        ef_client_config cc = {.job = cfg->job, .id = ID(k), .n_train = (uint32_t)(100 + k),
+                               .n_eval = n_eval ? n_eval[k] : 5, .n_params = NP};
+        CHECK_OK(ef_client_new(&t->c[k], &cc, &tr));
+    }
+    return t;
+}
+
+static void net_free(net *t) {
+    for (int k = 0; k < t->n; k++) {
+        ef_client_free(t->c[k]);
+        ef_outbox_free(&t->up[k]);
+    }
+    ef_outbox_free(&t->down);
+    ef_server_free(t->s);
+    free(t);
+}
+
+/* Removes the oldest message of an outbox; the caller owns its reference. */
+static ef_buf *pop(ef_outbox *o, ef_msg_type *type) {
+    if (o->n == 0) return NULL;
+    ef_buf *b = o->v[0].buf;
+    if (type) *type = o->v[0].type;
+    memmove(o->v, o->v + 1, (o->n - 1) * sizeof *o->v);
+    o->n--;
+    return b;
+}
+
+/* Feeds raw bytes to the server at `now`; its output goes to t->down. */
+static ef_status feed(net *t, double now, const uint8_t *data, size_t len) {
+    return ef_server_handle(t->s, now, data, len, &t->down);
+}
+
+/* Delivers client k's oldest pending message to the server. */
+static ef_status deliver(net *t, int k, double now) {
+    ef_msg_type type;
+    ef_buf *b = pop(&t->up[k], &type);
+    CHECK_MSG(b != NULL, "client %d has nothing to send", k);
+    if (!b) return EF_ERR_INTERNAL;
+    ef_status st = feed(t, now, b->data, b->len);
+    if (st == EF_OK && (type == EF_MSG_UPDATE || type == EF_MSG_EVAL_RESULT))
+        t->bytes_up += b->len;
+    ef_buf_unref(b);
+    return st;
+}
+
+/* Delivers client k's newest message at once (a check-in or leave jumps
+ * the queue of answers the client computed before). */
+static ef_status deliver_last(net *t, int k, double now) {
+    ef_outbox *o = &t->up[k];
+    CHECK(o->n > 0);
+    if (o->n == 0) return EF_ERR_INTERNAL;
+    ef_buf *b = o->v[--o->n].buf;
+    ef_status st = feed(t, now, b->data, b->len);
+    ef_buf_unref(b);
+    return st;
+}
+
+static void checkin(net *t, int k, double now) {
+    CHECK_OK(ef_client_checkin(t->c[k], &t->up[k]));
+    CHECK_OK(deliver_last(t, k, now));
+}
+
+static void leave(net *t, int k, double now) {
+    CHECK_OK(ef_client_leave(t->c[k], 3, &t->up[k]));
+    CHECK_OK(deliver_last(t, k, now));
+}
+
+/* Delivers every server message to its client (which answers into its up
+ * box), then empties t->down. */
+static void route(net *t) {
+    for (size_t i = 0; i < t->down.n; i++) {
+        ef_out_msg *m = &t->down.v[i];
+        int k = SLOT(m->to);
+        CHECK_MSG(k >= 0 && k < t->n && ID(k) == m->to, "message to unknown client %u", m->to);
+        if (k < 0 || k >= t->n) continue;
+        t->bytes_down += m->buf->len;
+        CHECK_OK(ef_client_handle(t->c[k], m->buf, 0, &t->up[k]));
+    }
+    ef_outbox_clear(&t->down);
+}
+
+static uint64_t outbox_bytes(const ef_outbox *o) {
+    uint64_t n = 0;
+    for (size_t i = 0; i < o->n; i++) n += o->v[i].buf->len;
+    return n;
+}
+
+/* What a batch of server output holds, checked for form: every TASK or EVAL
+ * comes right after a MODEL to the same client, the MODEL carries the
+ * server's current model and version, the TASK/EVAL names that version and
+ * the hash of exactly those floats. */
+typedef struct sent {
+    int n_task, n_eval, n_model, n_other;
+    int task_slot[2 * MAXC], eval_slot[2 * MAXC];
+    ef_task task[2 * MAXC];
+    uint32_t task_round[2 * MAXC];
+    ef_eval_task eval[2 * MAXC];
+    uint32_t eval_round[2 * MAXC];
+} sent;
+
+static void scan(const net *t, sent *o) {
+    memset(o, 0, sizeof *o);
+    size_t np;
+    const float *model = ef_server_model(t->s, &np);
+    uint8_t want_hash[EF_HASH_BYTES];
+    ef_hash(want_hash, model, NP * sizeof(float)); /* little-endian host */
+    for (size_t i = 0; i < t->down.n; i++) {
+        const ef_out_msg *m = &t->down.v[i];
+        ef_msg msg;
+        CHECK_OK(ef_wire_decode(m->buf->data, m->buf->len, (size_t)-1, &msg));
+        CHECK(msg.type == m->type);
+        CHECK(msg.job == JOB);
+        CHECK(msg.sender == EF_SERVER_ID);
+        if (m->type == EF_MSG_MODEL) {
+            o->n_model++;
+            ef_model_msg mm;
+            CHECK_OK(ef_decode_model(&msg, &mm));
+            CHECK(mm.version == ef_server_version(t->s));
+            CHECK(msg.round == ef_server_version(t->s));
+            CHECK(mm.n == NP);
+            float w[NP];
+            ef_wire_floats(w, mm.raw, NP);
+            CHECK(memcmp(w, model, sizeof w) == 0);
+            CHECK_MSG(i + 1 < t->down.n && t->down.v[i + 1].to == m->to &&
+                          (t->down.v[i + 1].type == EF_MSG_TASK ||
+                           t->down.v[i + 1].type == EF_MSG_EVAL),
+                      "MODEL %zu to %u is not followed by its TASK/EVAL", i, m->to);
+            continue;
+        }
+        CHECK_MSG(i > 0 && t->down.v[i - 1].type == EF_MSG_MODEL && t->down.v[i - 1].to == m->to,
+                  "%s %zu to %u without a MODEL before it", ef_msg_type_name(m->type), i, m->to);
+        if (m->type == EF_MSG_TASK) {
+            int j = o->n_task++;
+            o->task_slot[j] = SLOT(m->to);
+            o->task_round[j] = msg.round;
+            CHECK_OK(ef_decode_task(&msg, &o->task[j]));
+            CHECK(o->task[j].version == ef_server_version(t->s));
+            CHECK(memcmp(o->task[j].hash, want_hash, EF_HASH_BYTES) == 0);
+        } else if (m->type == EF_MSG_EVAL) {
+            int j = o->n_eval++;
+            o->eval_slot[j] = SLOT(m->to);
+            o->eval_round[j] = msg.round;
+            CHECK_OK(ef_decode_eval(&msg, &o->eval[j]));
+            CHECK(o->eval[j].version == ef_server_version(t->s));
+            CHECK(memcmp(o->eval[j].hash, want_hash, EF_HASH_BYTES) == 0);
+        } else {
+            o->n_other++;
+        }
+    }
+}
+
+static int contains(const int *v, int n, int x) {
+    for (int i = 0; i < n; i++)
+        if (v[i] == x) return 1;
+    return 0;
+}
+
+static int distinct(const int *v, int n) {
+    for (int i = 0; i < n; i++)
+        for (int j = i + 1; j < n; j++)
+            if (v[i] == v[j]) return 0;
+    return 1;
+}
+
+/* ---- expected FedAvg arithmetic ------------------------------------------- */
+
+typedef struct agg {
+    double acc[NP], w, loss_sum, loss_w;
+} agg;
+
+/* Adds client k's fake update with its weight times `scale` (staleness). */
+static void agg_add(agg *a, const net *t, int k, double scale) {
+    double w = (double)t->fk.n_ex[k] * scale;
+    for (int i = 0; i < NP; i++) a->acc[i] += w * fake_delta(k, i);
+    a->w += w;
+    a->loss_sum += (double)t->fk.loss[k] * t->fk.n_ex[k];
+    a->loss_w += t->fk.n_ex[k];
+}
+
+/* FedAvg with server_lr 1: w += sum(w_i d_i) / sum(w_i), rounded once. */
+static void agg_apply(const agg *a, float *model) {
+    for (int i = 0; i < NP; i++) model[i] = (float)((double)model[i] + 1.0 * (a->acc[i] / a->w));
+}
+
+static int model_is(const net *t, const float *want) {
+    size_t n;
+    const float *m = ef_server_model(t->s, &n);
+    return n == NP && memcmp(m, want, NP * sizeof(float)) == 0;
+}
+
+/* Record i, or (a failed check and) a blank record when there is none. */
+static const ef_round_record *record(const net *t, size_t i) {
+    static ef_round_record none;
+    size_t n;
+    const ef_round_record *r = ef_server_records(t->s, &n);
+    CHECK_MSG(i < n, "no record %zu (%zu stored)", i, n);
+    if (i >= n) {
+        none = ef_round_record_empty(0);
+        return &none;
+    }
+    return &r[i];
+}
+
+static size_t n_records(const net *t) {
+    size_t n;
+    ef_server_records(t->s, &n);
+    return n;
+}
+
+static ef_server_config base_config(void) {
+    ef_server_config cfg = ef_server_defaults();
+    cfg.job = JOB;
+    cfg.local_epochs = 2;
+    cfg.batch = 16;
+    cfg.lr = 0.125f;
+    cfg.momentum = 0.5f;
+    cfg.seed = 7;
+    return cfg;
+}
+
+/* ---- synchronous rounds ---------------------------------------------------- */
+
+/* Check-in, selection with over-selection, tasks, FedAvg, late clients and
+ * their stale updates, records, the round callback, the end of the run. */
+static void test_sync_rounds(void) {
+    ef_server_config cfg = base_config();
+    cfg.rounds = 2;
+    cfg.clients_per_round = 4;
+    cfg.overselect = 1.5; /* 6 tasks, the round closes at 4 updates */
+    cfg.min_clients = 8;
+    ef_strategy_config sc = ef_strategy_defaults(EF_STRAT_FEDAVG);
+    net *t = net_new(&cfg, &sc, 10, NULL);
+
+    /* no round before min_clients have checked in */
+    for (int k = 0; k < 7; k++) {
+        checkin(t, k, (double)k);
+        CHECK(t->down.n == 0);
+        CHECK(ef_server_clients(t->s) == (size_t)k + 1);
+        CHECK(isinf(ef_server_next_timer(t->s)));
+    }
+    checkin(t, 7, 7.0);
+    CHECK(ef_server_clients(t->s) == 8);
+    sent s1;
+    scan(t, &s1);
+    CHECK(s1.n_task == 6 && s1.n_model == 6 && s1.n_eval == 0 && s1.n_other == 0);
+    CHECK(t->down.n == 12);
+    CHECK(distinct(s1.task_slot, s1.n_task));
+    uint8_t h0[EF_HASH_BYTES];
+    ef_hash(h0, t->init, sizeof t->init);
+    for (int j = 0; j < s1.n_task; j++) {
+        const ef_task *tk = &s1.task[j];
+        CHECK(s1.task_slot[j] >= 0 && s1.task_slot[j] < 8); /* checked-in clients only */
+        CHECK(s1.task_round[j] == 1);
+        CHECK(tk->version == 0);
+        CHECK(memcmp(tk->hash, h0, EF_HASH_BYTES) == 0);
+        CHECK(tk->deadline_s == 0.0f);
+        CHECK(tk->epochs == 2 && tk->batch == 16);
+        CHECK(tk->lr == 0.125f && tk->momentum == 0.5f && tk->prox_mu == 0.0f);
+        for (int i = 0; i < j; i++) CHECK(tk->seed != s1.task[i].seed);
+    }
+    /* every recipient shares one MODEL buffer */
+    for (size_t i = 2; i < t->down.n; i += 2) CHECK(t->down.v[i].buf == t->down.v[0].buf);
+    uint64_t down1 = outbox_bytes(&t->down);
+    CHECK(down1 == 6 * (uint64_t)(EF_WIRE_HEADER + EF_MODEL_FIXED + 4 * NP) +
+                       6 * (uint64_t)(EF_WIRE_HEADER + EF_TASK_PAYLOAD));
+    route(t);
+    for (int k = 0; k < 10; k++) {
+        int sel = contains(s1.task_slot, s1.n_task, k);
+        CHECK(t->fk.fits[k] == sel);
+        CHECK(t->up[k].n == (size_t)sel);
+        if (sel) { /* the trainer saw the broadcast model and its own task */
+            CHECK(memcmp(t->fk.global[k], t->init, sizeof t->init) == 0);
+            for (int j = 0; j < s1.n_task; j++)
+                if (s1.task_slot[j] == k) CHECK(memcmp(&t->fk.task[k], &s1.task[j], sizeof s1.task[j]) == 0);
+        }
+    }
+    /* a client checking in during the round waits */
+    checkin(t, 8, 8.0);
+    CHECK(t->down.n == 0);
+
+    /* updates 1..3: nothing happens; update 4 closes the round */
+    agg a = {0};
+    t->bytes_up = 0;
+    for (int j = 0; j < 3; j++) {
+        CHECK_OK(deliver(t, s1.task_slot[j], 10.0 + j));
+        agg_add(&a, t, s1.task_slot[j], 1.0);
+        CHECK(t->down.n == 0);
+        CHECK(ef_server_version(t->s) == 0);
+        CHECK(model_is(t, t->init));
+        CHECK(n_records(t) == 0);
+    }
+    CHECK_OK(deliver(t, s1.task_slot[3], 13.0));
+    agg_add(&a, t, s1.task_slot[3], 1.0);
+    float want[NP];
+    memcpy(want, t->init, sizeof want);
+    agg_apply(&a, want);
+    CHECK(ef_server_version(t->s) == 1);
+    CHECK(model_is(t, want));
+    CHECK(n_records(t) == 1);
+    const ef_round_record *r = record(t, 0);
+    CHECK(r->round == 1);
+    CHECK(r->selected == 6 && r->completed == 4 && r->late == 2 && r->dropped == 0);
+    CHECK(r->rejected == 0);
+    CHECK(r->aggregated == 1);
+    CHECK(r->sim_start == 7.0 && r->sim_end == 13.0);
+    CHECK(r->train_loss == a.loss_sum / a.loss_w);
+    CHECK(r->bytes_down == down1);
+    CHECK(r->bytes_up == t->bytes_up && r->bytes_up == 4 * (uint64_t)UPDATE_LEN);
+    CHECK(isnan(r->fed_accuracy) && isnan(r->staleness_mean));
+    CHECK(r->test_accuracy == 0.5 + 1 / 100.0); /* the callback's annotation is kept */
+    CHECK(t->n_cb == 1);
+    CHECK(t->cb_rec[0].round == 1 && t->cb_rec[0].completed == 4);
+    CHECK(memcmp(t->cb_model[0], want, sizeof want) == 0);
+
+    /* round 2 started at once, from the new model, with fresh seeds */
+    sent s2;
+    scan(t, &s2);
+    CHECK(s2.n_task == 6 && distinct(s2.task_slot, s2.n_task));
+    for (int j = 0; j < s2.n_task; j++) {
+        CHECK(s2.task[j].version == 1 && s2.task_round[j] == 1 + 1);
+        CHECK(s2.task_slot[j] >= 0 && s2.task_slot[j] < 9);
+        for (int i = 0; i < s1.n_task; i++)
+            if (s1.task_slot[i] == s2.task_slot[j]) CHECK(s1.task[i].seed != s2.task[j].seed);
+    }
+    uint64_t down2 = outbox_bytes(&t->down);
+    route(t);
+
+    /* the late clients' round-1 updates are refused and change nothing */
+    uint64_t refused = ef_server_refused(t->s);
+    for (int j = 4; j < 6; j++) {
+        ef_status st = deliver(t, s1.task_slot[j], 14.0);
+        CHECK(st == EF_ERR_STATE);
+        CHECK(t->down.n == 0);
+        CHECK(model_is(t, want));
+        CHECK(ef_server_version(t->s) == 1);
+    }
+    CHECK(ef_server_refused(t->s) == refused + 2);
+
+    agg a2 = {0};
+    t->bytes_up = 0;
+    for (int j = 0; j < 4; j++) {
+        CHECK_OK(deliver(t, s2.task_slot[j], 20.0 + j));
+        agg_add(&a2, t, s2.task_slot[j], 1.0);
+        CHECK(memcmp(t->fk.global[s2.task_slot[j]], want, sizeof want) == 0);
+    }
+    agg_apply(&a2, want);
+    CHECK(model_is(t, want));
+    CHECK(ef_server_version(t->s) == 2);
+    CHECK(ef_server_done(t->s));
+    CHECK(t->down.n == 0); /* nothing more is sent */
+    CHECK(n_records(t) == 2);
+    r = record(t, 1);
+    CHECK(r->round == 2 && r->selected == 6 && r->completed == 4 && r->late == 2);
+    CHECK(r->rejected == 0); /* round-1 stragglers were counted as late in round 1 */
+    CHECK(r->sim_start == 13.0 && r->sim_end == 23.0);
+    CHECK(r->bytes_down == down2 && r->bytes_up == t->bytes_up);
+    CHECK(r->train_loss == a2.loss_sum / a2.loss_w);
+    CHECK(r->test_accuracy == 0.5 + 2 / 100.0);
+    CHECK(record(t, 0)->test_accuracy == 0.5 + 1 / 100.0);
+    CHECK(t->n_cb == 2);
+    CHECK(memcmp(t->cb_model[1], want, sizeof want) == 0);
+
+    /* after the run: late updates refused, check-ins accepted, nothing sent */
+    for (int j = 4; j < 6; j++) {
+        CHECK(deliver(t, s2.task_slot[j], 30.0) != EF_OK);
+        CHECK(t->down.n == 0);
+    }
+    checkin(t, 9, 31.0);
+    checkin(t, 0, 31.0);
+    CHECK_OK(ef_server_tick(t->s, 1000.0, &t->down));
+    CHECK(t->down.n == 0);
+    CHECK(isinf(ef_server_next_timer(t->s)));
+    CHECK(model_is(t, want) && n_records(t) == 2 && t->n_cb == 2);
+    net_free(t);
+}
+
+/* FedProx: FedAvg aggregation, mu travels in every task. */
+static void test_fedprox(void) {
+    ef_server_config cfg = base_config();
+    cfg.rounds = 1;
+    cfg.clients_per_round = 2;
+    cfg.min_clients = 2;
+    ef_strategy_config sc = ef_strategy_defaults(EF_STRAT_FEDPROX);
+    sc.proximal_mu = 0.25f;
+    net *t = net_new(&cfg, &sc, 2, NULL);
+    checkin(t, 0, 0.0);
+    CHECK(t->down.n == 0);
+    checkin(t, 1, 0.0);
+    sent s;
+    scan(t, &s);
+    CHECK(s.n_task == 2);
+    for (int j = 0; j < s.n_task; j++) CHECK(s.task[j].prox_mu == 0.25f);
+    route(t);
+    CHECK(t->fk.task[0].prox_mu == 0.25f && t->fk.task[1].prox_mu == 0.25f);
+    agg a = {0};
+    for (int k = 0; k < 2; k++) {
+        CHECK_OK(deliver(t, k, 1.0 + k));
+        agg_add(&a, t, k, 1.0);
+    }
+    float want[NP];
+    memcpy(want, t->init, sizeof want);
+    agg_apply(&a, want);
+    CHECK(model_is(t, want));
+    CHECK(ef_server_done(t->s));
+    net_free(t);
+}
+
+/* Deadlines: the timer, closing with >= min_updates (aggregated) and with
+ * fewer (model unchanged), and a round every client answered in time. */
+static void test_deadline(void) {
+    ef_server_config cfg = base_config();
+    cfg.rounds = 3;
+    cfg.clients_per_round = 3;
+    cfg.min_clients = 3;
+    cfg.deadline_s = 10.0;
+    cfg.min_updates = 2;
+    ef_strategy_config sc = ef_strategy_defaults(EF_STRAT_FEDAVG);
+    net *t = net_new(&cfg, &sc, 3, NULL);
+    checkin(t, 0, 0.0);
+    checkin(t, 1, 0.0);
+    CHECK(isinf(ef_server_next_timer(t->s)));
+    checkin(t, 2, 1.0);
+    CHECK(ef_server_next_timer(t->s) == 11.0);
+    sent s1, s2, s3;
+    scan(t, &s1);
+    CHECK(s1.n_task == 3);
+    for (int j = 0; j < 3; j++) CHECK(s1.task[j].deadline_s == 10.0f);
+    route(t);
+
+    agg a = {0};
+    CHECK_OK(deliver(t, s1.task_slot[0], 2.0));
+    agg_add(&a, t, s1.task_slot[0], 1.0);
+    CHECK_OK(deliver(t, s1.task_slot[1], 3.0));
+    agg_add(&a, t, s1.task_slot[1], 1.0);
+    CHECK_OK(ef_server_tick(t->s, 10.5, &t->down)); /* not yet */
+    CHECK(t->down.n == 0 && ef_server_version(t->s) == 0 && n_records(t) == 0);
+    CHECK(ef_server_next_timer(t->s) == 11.0);
+    CHECK_OK(ef_server_tick(t->s, 11.0, &t->down));
+    float want[NP];
+    memcpy(want, t->init, sizeof want);
+    agg_apply(&a, want);
+    CHECK(model_is(t, want) && ef_server_version(t->s) == 1);
+    CHECK(n_records(t) == 1);
+    const ef_round_record *r = record(t, 0);
+    CHECK(r->completed == 2 && r->late == 1 && r->dropped == 0 && r->selected == 3);
+    CHECK(r->aggregated == 1 && r->sim_start == 1.0 && r->sim_end == 11.0);
+    CHECK(r->train_loss == a.loss_sum / a.loss_w);
+    /* round 2 began at the deadline */
+    CHECK(ef_server_next_timer(t->s) == 21.0);
+    scan(t, &s2);
+    CHECK(s2.n_task == 3);
+    route(t);
+
+    /* the late client's round-1 update is stale: refused, nothing changes */
+    uint64_t refused = ef_server_refused(t->s);
+    CHECK(deliver(t, s1.task_slot[2], 11.5) == EF_ERR_STATE);
+    CHECK(ef_server_refused(t->s) == refused + 1);
+    CHECK(t->down.n == 0 && model_is(t, want) && ef_server_version(t->s) == 1);
+
+    /* round 2: one update, fewer than min_updates: the deadline closes the
+     * round without aggregating */
+    agg b = {0};
+    CHECK_OK(deliver(t, s2.task_slot[0], 12.0));
+    agg_add(&b, t, s2.task_slot[0], 1.0);
+    CHECK_OK(ef_server_tick(t->s, 20.999, &t->down));
+    CHECK(n_records(t) == 1);
+    CHECK_OK(ef_server_tick(t->s, 21.0, &t->down));
+    CHECK(n_records(t) == 2);
+    r = record(t, 1);
+    CHECK(r->round == 2 && r->completed == 1 && r->late == 2 && r->aggregated == 0);
+    CHECK(r->rejected == 0);
+    CHECK(r->sim_start == 11.0 && r->sim_end == 21.0);
+    CHECK(r->train_loss == b.loss_sum / b.loss_w);
+    CHECK(model_is(t, want) && ef_server_version(t->s) == 1);
+    CHECK(memcmp(t->cb_model[1], want, sizeof want) == 0);
+
+    /* round 3: tasks for the unchanged model (version 1); its stale
+     * round-2 updates first */
+    scan(t, &s3);
+    CHECK(s3.n_task == 3);
+    for (int j = 0; j < 3; j++) CHECK(s3.task[j].version == 1 && s3.task_round[j] == 3);
+    CHECK(ef_server_next_timer(t->s) == 31.0);
+    route(t);
+    for (int j = 1; j < 3; j++) CHECK(deliver(t, s2.task_slot[j], 21.5) == EF_ERR_STATE);
+    /* every client answers before the deadline: the round closes at once */
+    agg c = {0};
+    for (int j = 0; j < 3; j++) {
+        CHECK_OK(deliver(t, s3.task_slot[j], 22.0 + j));
+        agg_add(&c, t, s3.task_slot[j], 1.0);
+    }
+    agg_apply(&c, want);
+    CHECK(model_is(t, want) && ef_server_version(t->s) == 2);
+    CHECK(ef_server_done(t->s) && n_records(t) == 3);
+    r = record(t, 2);
+    CHECK(r->completed == 3 && r->late == 0 && r->aggregated == 1 && r->sim_end == 24.0);
+    CHECK(r->rejected == 0);
+    CHECK(isinf(ef_server_next_timer(t->s)));
+    CHECK(t->down.n == 0);
+    net_free(t);
+}
+
+/* LEAVE: a selected client that leaves counts as dropped, the round closes
+ * once every selected client answered or left, a left client is not
+ * selected until it checks in again, and a client that checks in again
+ * while holding a task has lost it (dropped). */
+static void test_leave(void) {
+    ef_server_config cfg = base_config();
+    cfg.rounds = 4;
+    cfg.clients_per_round = 3;
+    cfg.min_clients = 3;
+    ef_strategy_config sc = ef_strategy_defaults(EF_STRAT_FEDAVG);
+    net *t = net_new(&cfg, &sc, 4, NULL);
+    for (int k = 0; k < 3; k++) checkin(t, k, 0.0);
+    sent s1, s2, s3, s4;
+    scan(t, &s1);
+    CHECK(s1.n_task == 3);
+    route(t);
+    checkin(t, 3, 0.5); /* not selected in round 1 */
+    CHECK(t->down.n == 0);
+
+    /* an idle client leaving changes nothing */
+    leave(t, 3, 1.0);
+    CHECK(t->down.n == 0 && n_records(t) == 0);
+    int a = s1.task_slot[0], b = s1.task_slot[1], c = s1.task_slot[2];
+    leave(t, a, 2.0);
+    CHECK(t->down.n == 0 && n_records(t) == 0);
+    agg g = {0};
+    CHECK_OK(deliver(t, b, 3.0));
+    agg_add(&g, t, b, 1.0);
+    CHECK(n_records(t) == 0);
+    CHECK_OK(deliver(t, c, 4.0));
+    agg_add(&g, t, c, 1.0);
+    float want[NP];
+    memcpy(want, t->init, sizeof want);
+    agg_apply(&g, want);
+    CHECK(n_records(t) == 1 && model_is(t, want));
+    const ef_round_record *r = record(t, 0);
+    CHECK(r->selected == 3 && r->completed == 2 && r->dropped == 1 && r->late == 0);
+    CHECK(r->sim_end == 4.0 && r->aggregated == 1);
+    CHECK(t->up[a].n == 1); /* a's computed update was never sent */
+
+    /* round 2 waits: only b and c are online (3 left as well) */
+    CHECK(t->down.n == 0);
+    checkin(t, 3, 5.0); /* b, c, 3 online: round 2 starts without a */
+    scan(t, &s2);
+    CHECK(s2.n_task == 3 && !contains(s2.task_slot, 3, a));
+    CHECK(contains(s2.task_slot, 3, b) && contains(s2.task_slot, 3, c) &&
+          contains(s2.task_slot, 3, 3));
+    route(t);
+    /* a's update from before it left is refused */
+    CHECK(deliver(t, a, 5.5) != EF_OK);
+    checkin(t, a, 6.0); /* back, but round 2 is running */
+    CHECK(t->down.n == 0);
+    /* every selected client leaves: the round closes, nothing aggregated */
+    for (int j = 0; j < 3; j++) {
+        CHECK(n_records(t) == 1);
+        leave(t, s2.task_slot[j], 7.0 + j);
+    }
+    CHECK(n_records(t) == 2 && model_is(t, want) && ef_server_version(t->s) == 1);
+    r = record(t, 1);
+    CHECK(r->selected == 3 && r->completed == 0 && r->dropped == 3 && r->aggregated == 0);
+    CHECK(isnan(r->train_loss) && r->bytes_up == 0);
+    CHECK(t->down.n == 0); /* only a is online: fewer than min_clients */
+
+    /* b and c come back: round 3 among a, b, c (3 stays away) */
+    checkin(t, b, 10.0);
+    CHECK(t->down.n == 0);
+    checkin(t, c, 11.0);
+    scan(t, &s3);
+    CHECK(s3.n_task == 3 && !contains(s3.task_slot, 3, 3));
+    route(t);
+    /* drop the stale round-2 updates b and c computed before leaving */
+    for (int k = 0; k < 4; k++)
+        while (t->up[k].n > 1) ef_buf_unref(pop(&t->up[k], NULL));
+    /* x restarts (checks in again while holding its task): dropped */
+    int x = s3.task_slot[0], y = s3.task_slot[1], z = s3.task_slot[2];
+    ef_buf_unref(pop(&t->up[x], NULL));
+    checkin(t, x, 12.0);
+    CHECK(t->down.n == 0);
+    agg h = {0};
+    CHECK_OK(deliver(t, y, 13.0));
+    agg_add(&h, t, y, 1.0);
+    CHECK_OK(deliver(t, z, 14.0));
+    agg_add(&h, t, z, 1.0);
+    agg_apply(&h, want);
+    CHECK(n_records(t) == 3 && model_is(t, want));
+    r = record(t, 2);
+    CHECK(r->completed == 2 && r->dropped == 1 && r->late == 0);
+    /* round 4 may select x again (it checked in) but not 3 */
+    scan(t, &s4);
+    CHECK(s4.n_task == 3 && !contains(s4.task_slot, 3, 3) && contains(s4.task_slot, 3, x));
+    net_free(t);
+}
+
+/* Snapshot of everything a refused message must leave alone. */
+typedef struct snap {
+    float model[NP];
+    uint32_t version;
+    size_t n_rec;
+    ef_round_record rec[MAXREC];
+    uint64_t refused;
+    int n_cb;
+} snap;
+
+static void take(const net *t, snap *sn) {
+    memset(sn, 0, sizeof *sn);
+    memcpy(sn->model, ef_server_model(t->s, NULL), sizeof sn->model);
+    sn->version = ef_server_version(t->s);
+    size_t n;
+    const ef_round_record *r = ef_server_records(t->s, &n);
+    sn->n_rec = n;
+    if (n) memcpy(sn->rec, r, n * sizeof *r); /* r is NULL before the first record */
+    sn->refused = ef_server_refused(t->s);
+    sn->n_cb = t->n_cb;
+}
+
+/* Feeds bytes that must be refused; checks that only the counter moved. */
+static void refused_case(net *t, double now, const uint8_t *data, size_t len, ef_status want,
+                         const char *what) {
+    snap a, b;
+    take(t, &a);
+    size_t n_down = t->down.n;
+    ef_status st = feed(t, now, data, len);
+    take(t, &b);
+    CHECK_MSG(st != EF_OK, "%s was accepted", what);
+    CHECK_MSG(want == EF_OK || st == want, "%s: status %s, wanted %s", what, ef_strerror(st),
+              ef_strerror(want));
+    CHECK_MSG(t->down.n == n_down, "%s: the server sent something", what);
+    CHECK_MSG(memcmp(a.model, b.model, sizeof a.model) == 0 && a.version == b.version,
+              "%s changed the model", what);
+    CHECK_MSG(a.n_rec == b.n_rec && memcmp(a.rec, b.rec, sizeof a.rec) == 0 &&
+                  a.n_cb == b.n_cb,
+              "%s changed the records", what);
+    CHECK_MSG(b.refused == a.refused + 1, "%s: refused %llu -> %llu", what,
+              (unsigned long long)a.refused, (unsigned long long)b.refused);
+}
+
+/* Same message with one header field changed (and a valid CRC). */
+static ef_buf *with_header(const ef_buf *src, int off, uint64_t v, int bytes) {
+    ef_buf *b = buf_copy(src, src->len);
+    if (bytes == 8) wr64(b->data + off, v);
+    else wr32(b->data + off, (uint32_t)v);
+    reseal(b);
+    return b;
+}
+
+/* An UPDATE of `n` floats built from a valid one (same header, version,
+ * counts), resealed. */
+static ef_buf *resized_update(const ef_buf *src, size_t n) {
+    ef_buf *b = buf_copy(src, EF_WIRE_HEADER + EF_UPDATE_FIXED + 4 * n);
+    wr64(b->data + EF_WIRE_HEADER + 24, n);
+    reseal(b);
+    return b;
+}
+
+static void test_refusals(void) {
+    ef_server_config cfg = base_config();
+    cfg.rounds = 2;
+    cfg.clients_per_round = 3;
+    cfg.min_clients = 4;
+    ef_strategy_config sc = ef_strategy_defaults(EF_STRAT_FEDAVG);
+    net *t = net_new(&cfg, &sc, 4, NULL);
+    for (int k = 0; k < 4; k++) checkin(t, k, 0.0);
+    sent s1, s2;
+    scan(t, &s1);
+    CHECK(s1.n_task == 3);
+    route(t);
+    agg g = {0};
+    for (int j = 0; j < 3; j++) {
+        CHECK_OK(deliver(t, s1.task_slot[j], 1.0 + j));
+        agg_add(&g, t, s1.task_slot[j], 1.0);
+    }
+    float want[NP];
+    memcpy(want, t->init, sizeof want);
+    agg_apply(&g, want);
+    CHECK(n_records(t) == 1 && model_is(t, want));
+
+    /* round 2: X answers normally, Y's update is used for crafted copies,
+     * Z's trainer produces a NaN, U was not selected */
+    scan(t, &s2);
+    CHECK(s2.n_task == 3);
+    int x = s2.task_slot[0], y = s2.task_slot[1], z = s2.task_slot[2], u = -1;
+    for (int k = 0; k < 4; k++)
+        if (!contains(s2.task_slot, 3, k)) u = k;
+    CHECK(u >= 0);
+    ef_buf *model_msg = ef_buf_ref(t->down.v[0].buf);
+    ef_buf *task_msg = ef_buf_ref(t->down.v[1].buf);
+    CHECK(t->down.v[0].type == EF_MSG_MODEL && t->down.v[1].type == EF_MSG_TASK);
+    t->fk.nan_slot = z;
+    route(t);
+    uint64_t refused0 = ef_server_refused(t->s);
+    double now = 10.0;
+
+    ef_buf *ux = pop(&t->up[x], NULL);
+    ef_buf *uy = pop(&t->up[y], NULL);
+    CHECK(ux && uy && ux->len == UPDATE_LEN);
+    CHECK_OK(feed(t, now, ux->data, ux->len));
+    t->bytes_up = ux->len;
+
+    /* duplicate: X again */
+    refused_case(t, now, ux->data, ux->len, EF_ERR_STATE, "duplicate update");
+    /* wrong job */
+    ef_buf *b = with_header(uy, 8, JOB + 1, 8);
+    refused_case(t, now, b->data, b->len, EF_ERR_STATE, "update of another job");
+    ef_buf_unref(b);
+    {
+        ef_client *foreign;
+        ef_trainer tr = {fake_fit, fake_eval, &t->fk};
+        ef_client_config cc = {.job = JOB + 1, .id = ID(u), .n_train = 5, .n_params = NP};
+        ef_outbox o = {0};
+        CHECK_OK(ef_client_new(&foreign, &cc, &tr));
+        CHECK_OK(ef_client_checkin(foreign, &o));
+        refused_case(t, now, o.v[0].buf->data, o.v[0].buf->len, EF_ERR_STATE,
+                     "checkin of another job");
+        ef_outbox_free(&o);
+        ef_client_free(foreign);
+    }
+    /* unknown sender: a client of this job that never checked in, answering
+     * a copy of a real task */
+    {
+        ef_client *stranger;
+        ef_trainer tr = {fake_fit, fake_eval, &t->fk};
+        ef_client_config cc = {.job = JOB, .id = ID(9), .n_train = 5, .n_params = NP};
+        ef_outbox o = {0};
+        CHECK_OK(ef_client_new(&stranger, &cc, &tr));
+        CHECK_OK(ef_client_handle(stranger, model_msg, 0, &o));
+        CHECK_OK(ef_client_handle(stranger, task_msg, 0, &o));
+        CHECK(o.n == 1 && o.v[0].type == EF_MSG_UPDATE);
+        refused_case(t, now, o.v[0].buf->data, o.v[0].buf->len, EF_ERR_STATE,
+                     "update from an unknown client");
+        ef_outbox_clear(&o);
+        CHECK_OK(ef_client_leave(stranger, 0, &o));
+        refused_case(t, now, o.v[0].buf->data, o.v[0].buf->len, EF_ERR_STATE,
+                     "leave from an unknown client");
+        ef_outbox_free(&o);
+        ef_client_free(stranger);
+    }
+    /* U holds no task */
+    b = with_header(uy, 20, ID(u), 4);
+    refused_case(t, now, b->data, b->len, EF_ERR_STATE, "update from an unselected client");
+    ef_buf_unref(b);
+    /* wrong model version (the previous one, and one from the future) */
+    b = buf_copy(uy, uy->len);
+    wr32(b->data + EF_WIRE_HEADER, 0);
+    reseal(b);
+    refused_case(t, now, b->data, b->len, EF_ERR_STATE, "update for version 0");
+    wr32(b->data + EF_WIRE_HEADER, 7);
+    reseal(b);
+    refused_case(t, now, b->data, b->len, EF_ERR_STATE, "update for version 7");
+    ef_buf_unref(b);
+    /* wrong round in the header */
+    b = with_header(uy, 16, 1, 4);
+    refused_case(t, now, b->data, b->len, EF_ERR_STATE, "update for round 1");
+    ef_buf_unref(b);
+    /* wrong vector length */
+    b = resized_update(uy, NP - 1);
+    refused_case(t, now, b->data, b->len, EF_ERR_FORMAT, "update of NP-1 values");
+    ef_buf_unref(b);
+    b = resized_update(uy, NP + 1);
+    refused_case(t, now, b->data, b->len, EF_ERR_FORMAT, "update of NP+1 values");
+    ef_buf_unref(b);
+    b = resized_update(uy, 0);
+    refused_case(t, now, b->data, b->len, EF_ERR_FORMAT, "update of no values");
+    ef_buf_unref(b);
+    /* the declared count disagrees with the bytes */
+    b = buf_copy(uy, uy->len);
+    wr64(b->data + EF_WIRE_HEADER + 24, (uint64_t)1 << 62);
+    reseal(b);
+    refused_case(t, now, b->data, b->len, EF_ERR_FORMAT, "update declaring 2^62 values");
+    ef_buf_unref(b);
+    /* corrupted bytes: every bit of a few positions in header and payload */
+    size_t flips[] = {0, 5, 9, 17, 21, 33, 38, EF_WIRE_HEADER, EF_WIRE_HEADER + 5,
+                      UPDATE_LEN - 1};
+    for (size_t i = 0; i < sizeof flips / sizeof flips[0]; i++) {
+        b = buf_copy(uy, uy->len);
+        b->data[flips[i]] ^= (uint8_t)(1u << (i % 8));
+        refused_case(t, now, b->data, b->len, EF_ERR_FORMAT, "corrupted update");
+        ef_buf_unref(b);
+    }
+    /* truncated */
+    size_t cuts[] = {0, 1, EF_WIRE_HEADER - 1, EF_WIRE_HEADER, EF_WIRE_HEADER + 31,
+                     UPDATE_LEN - 4, UPDATE_LEN - 1};
+    for (size_t i = 0; i < sizeof cuts / sizeof cuts[0]; i++)
+        refused_case(t, now, uy->data, cuts[i], EF_ERR_FORMAT, "truncated update");
+    refused_case(t, now, NULL, 0, EF_ERR_FORMAT, "no message");
+    /* zero examples, non-finite loss (the decoder's checks) */
+    b = buf_copy(uy, uy->len);
+    wr32(b->data + EF_WIRE_HEADER + 4, 0);
+    reseal(b);
+    refused_case(t, now, b->data, b->len, EF_ERR_FORMAT, "update of zero examples");
+    wr32(b->data + EF_WIRE_HEADER + 4, 3);
+    wrf32(b->data + EF_WIRE_HEADER + 8, INFINITY);
+    reseal(b);
+    refused_case(t, now, b->data, b->len, EF_ERR_FORMAT, "update with infinite loss");
+    ef_buf_unref(b);
+    /* messages a server does not take: TASK, MODEL, EVAL from a client */
+    b = with_header(task_msg, 20, ID(y), 4);
+    refused_case(t, now, b->data, b->len, EF_ERR_STATE, "task sent to the server");
+    ef_buf_unref(b);
+    b = with_header(model_msg, 20, ID(y), 4);
+    refused_case(t, now, b->data, b->len, EF_ERR_STATE, "model sent to the server");
+    ef_buf_unref(b);
+    refused_case(t, now, task_msg->data, task_msg->len, EF_ERR_STATE,
+                 "the server's own task echoed back");
+    /* an evaluation result nobody asked for */
+    {
+        ef_buf *e = ef_buf_new(EF_WIRE_HEADER + 24);
+        memset(e->data + EF_WIRE_HEADER, 0, 24);
+        wr32(e->data + EF_WIRE_HEADER, 1);
+        wr32(e->data + EF_WIRE_HEADER + 4, 4);
+        ef_wire_seal(e->data, EF_MSG_EVAL_RESULT, JOB, 2, ID(y), 99, 24);
+        refused_case(t, now, e->data, e->len, EF_ERR_STATE, "unexpected evaluation result");
+        ef_buf_unref(e);
+    }
+    /* a check-in with a reserved id */
+    {
+        ef_buf *e = ef_buf_new(EF_WIRE_HEADER + 8);
+        memset(e->data + EF_WIRE_HEADER, 0, 8);
+        ef_wire_seal(e->data, EF_MSG_CHECKIN, JOB, 0, EF_SERVER_ID, 1, 8);
+        refused_case(t, now, e->data, e->len, EF_ERR_FORMAT, "check-in as the server");
+        ef_buf_unref(e);
+    }
+    CHECK(ef_server_clients(t->s) == 4);
+
+    /* Z's update holds a NaN: refused; its task is spent */
+    snap before;
+    take(t, &before);
+    CHECK(deliver(t, z, now) == EF_ERR_INVALID);
+    CHECK(ef_server_refused(t->s) == before.refused + 1);
+    CHECK(model_is(t, want) && n_records(t) == 1);
+    CHECK(t->down.n == 0);
+
+    /* Y's real update: now every selected client has answered */
+    CHECK_OK(feed(t, now + 1, uy->data, uy->len));
+    t->bytes_up += uy->len;
+    agg h = {0};
+    agg_add(&h, t, x, 1.0);
+    agg_add(&h, t, y, 1.0);
+    agg_apply(&h, want);
+    CHECK(ef_server_done(t->s));
+    CHECK(n_records(t) == 2 && model_is(t, want));
+    const ef_round_record *r = record(t, 1);
+    CHECK(r->selected == 3 && r->completed == 2 && r->late == 0 && r->dropped == 0);
+    /* every refusal of the round counts, except the update for round 1 (a
+     * straggler of a closed round, counted as late there) */
+    CHECK(r->rejected == (uint32_t)(ef_server_refused(t->s) - refused0) - 1);
+    CHECK(r->bytes_up == t->bytes_up);
+    CHECK(r->train_loss == h.loss_sum / h.loss_w);
+    ef_buf_unref(ux);
+    ef_buf_unref(uy);
+    ef_buf_unref(model_msg);
+    ef_buf_unref(task_msg);
+    net_free(t);
+}
+
+/* Delivers the stale answers client k computed for earlier tasks (all but
+ * its newest message), each of which must be refused. */
+static void flush_stale(net *t, int k, double now) {
+    while (t->up[k].n > 1) CHECK(deliver(t, k, now) != EF_OK);
+}
+
+/* Federated evaluation: EVAL to clients with held-out data after the
+ * round's aggregation, fed_accuracy from the results, the next round after
+ * the results, a leave, or the deadline. */
+static void test_fed_eval(void) {
+    ef_server_config cfg = base_config();
+    cfg.rounds = 4;
+    cfg.clients_per_round = 2;
+    cfg.overselect = 1.5; /* 3 tasks: one late client per round */
+    cfg.min_clients = 5;
+    cfg.deadline_s = 10.0;
+    cfg.fed_eval_every = 1;
+    cfg.fed_eval_clients = 3;
+    ef_strategy_config sc = ef_strategy_defaults(EF_STRAT_FEDAVG);
+    const uint32_t n_eval[5] = {5, 6, 7, 8, 0};
+    net *t = net_new(&cfg, &sc, 5, n_eval);
+    for (int k = 0; k < 5; k++) checkin(t, k, 0.0);
+    float want[NP];
+    memcpy(want, t->init, sizeof want);
+    double now = 0.0;
+    for (int round = 1; round <= 4; round++) {
+        sent st, se;
+        scan(t, &st);
+        CHECK(st.n_task == 3 && st.n_eval == 0);
+        t->bytes_down = t->bytes_up = 0;
+        route(t);
+        agg g = {0};
+        for (int j = 0; j < 2; j++) {
+            flush_stale(t, st.task_slot[j], now);
+            CHECK_OK(deliver(t, st.task_slot[j], now += 1.0));
+            agg_add(&g, t, st.task_slot[j], 1.0);
+        }
+        agg_apply(&g, want);
+        /* training closed: the model changed, evaluation tasks went out, the
+         * round is not final yet */
+        CHECK(model_is(t, want) && ef_server_version(t->s) == (uint32_t)round);
+        CHECK(n_records(t) == (size_t)round - 1 && t->n_cb == round - 1);
+        scan(t, &se);
+        CHECK(se.n_task == 0 && se.n_eval == 3 && distinct(se.eval_slot, 3));
+        for (int j = 0; j < 3; j++) {
+            CHECK(se.eval_slot[j] != 4); /* no held-out data */
+            CHECK(se.eval_round[j] == (uint32_t)round);
+        }
+        CHECK(ef_server_next_timer(t->s) == now + 10.0);
+        int late = st.task_slot[2];
+        route(t);
+        for (int j = 0; j < 3; j++) CHECK(t->fk.evals[se.eval_slot[j]] >= 1);
+        /* the late client's update arrives during the evaluation: refused,
+         * not counted again */
+        if (round == 1) {
+            CHECK(deliver(t, late, now + 0.1) == EF_ERR_STATE);
+            /* an evaluation result for the wrong version */
+            int k = se.eval_slot[0];
+            ef_buf *e = buf_copy(t->up[k].v[t->up[k].n - 1].buf, EF_WIRE_HEADER + 24);
+            wr32(e->data + EF_WIRE_HEADER, 0);
+            reseal(e);
+            refused_case(t, now + 0.2, e->data, e->len, EF_ERR_STATE, "result for version 0");
+            ef_buf_unref(e);
+        }
+        uint64_t n_ev = 0, correct = 0;
+        double loss = 0.0;
+        double t_start = now;
+        if (round == 1 || round == 4) { /* every result arrives */
+            for (int j = 0; j < 3; j++) {
+                int k = se.eval_slot[j];
+                flush_stale(t, k, now);
+                CHECK(n_records(t) == (size_t)round - 1);
+                CHECK_OK(deliver(t, k, now += 1.0));
+                n_ev += t->fk.ev_n[k];
+                correct += t->fk.ev_correct[k];
+                loss += t->fk.ev_loss[k];
+            }
+        } else if (round == 2) { /* one leaves, two answer */
+            leave(t, se.eval_slot[0], now += 1.0);
+            CHECK(n_records(t) == 1);
+            for (int j = 1; j < 3; j++) {
+                int k = se.eval_slot[j];
+                flush_stale(t, k, now);
+                CHECK_OK(deliver(t, k, now += 1.0));
+                n_ev += t->fk.ev_n[k];
+                correct += t->fk.ev_correct[k];
+                loss += t->fk.ev_loss[k];
+            }
+            /* round 3 waits for min_clients: the leaver checks in again */
+            CHECK(n_records(t) == 2 && t->down.n == 0);
+            while (t->up[se.eval_slot[0]].n) ef_buf_unref(pop(&t->up[se.eval_slot[0]], NULL));
+            checkin(t, se.eval_slot[0], now);
+        } else { /* one answers, the deadline ends the evaluation */
+            int k = se.eval_slot[1];
+            flush_stale(t, k, now);
+            CHECK_OK(deliver(t, k, now += 1.0));
+            n_ev += t->fk.ev_n[k];
+            correct += t->fk.ev_correct[k];
+            loss += t->fk.ev_loss[k];
+            CHECK_OK(ef_server_tick(t->s, t_start + 9.5, &t->down));
+            CHECK(n_records(t) == 2);
+            now = t_start + 10.0;
+            CHECK(ef_server_next_timer(t->s) == now);
+            CHECK_OK(ef_server_tick(t->s, now, &t->down));
+            /* round 4 has begun; the other two results arrive now: refused,
+             * and not counted in round 4's record */
+            for (int j = 0; j < 3; j += 2) {
+                int e = se.eval_slot[j];
+                CHECK(t->up[e].n >= 1 && t->up[e].v[t->up[e].n - 1].type == EF_MSG_EVAL_RESULT);
+                ef_buf *b = t->up[e].v[--t->up[e].n].buf;
+                refused_case(t, now, b->data, b->len, EF_ERR_STATE, "late evaluation result");
+                ef_buf_unref(b);
+            }
+        }
+        CHECK(n_records(t) == (size_t)round && t->n_cb == round);
+        const ef_round_record *r = record(t, (size_t)round - 1);
+        CHECK(r->round == (uint32_t)round);
+        CHECK(r->selected == 3 && r->completed == 2 && r->late == 1);
+        /* round 1: the result for version 0 (the late update is not counted) */
+        CHECK_MSG(r->rejected == (round == 1 ? 1u : 0u), "round %d: rejected %u", round,
+                  r->rejected);
+        CHECK(r->fed_accuracy == (double)correct / (double)n_ev);
+        CHECK(r->fed_loss == loss / (double)n_ev);
+        CHECK(r->sim_end == now);
+        CHECK(r->bytes_down == t->bytes_down);
+        CHECK(r->bytes_up == t->bytes_up);
+        CHECK(t->cb_rec[round - 1].fed_accuracy == r->fed_accuracy);
+    }
+    CHECK(ef_server_done(t->s));
+    CHECK(t->down.n == 0);
+    for (int k = 0; k < 5; k++) {
+        CHECK(t->fk.evals[4] == 0);
+        while (t->up[k].n) CHECK(deliver(t, k, now + 1) != EF_OK); /* too late */
+    }
+    CHECK(t->down.n == 0 && n_records(t) == 4);
+    net_free(t);
+}
+
+/* The single TASK of an asynchronous refill: its client. */
+static int one_task(net *t, uint32_t version, const int *busy, int n_busy) {
+    sent s;
+    scan(t, &s);
+    CHECK_MSG(s.n_task == 1 && s.n_eval == 0, "%d tasks", s.n_task);
+    if (s.n_task != 1) return -1;
+    CHECK(s.task[0].version == version);
+    CHECK(s.task[0].deadline_s == 20.0f);
+    CHECK(!contains(busy, n_busy, s.task_slot[0])); /* never a client already training */
+    return s.task_slot[0];
+}
+
+/* Checks the record of asynchronous round `round`, then resets the byte
+ * counters for the next (the caller routes the new round's tasks next). */
+static void check_async_record(net *t, uint32_t round, double start, double end,
+                               uint32_t selected, double st_mean, uint32_t st_max) {
+    CHECK(n_records(t) == round);
+    const ef_round_record *r = record(t, round - 1);
+    CHECK(r->round == round && r->aggregated == 1 && r->completed == 2);
+    CHECK(r->sim_start == start && r->sim_end == end);
+    CHECK_MSG(r->selected == selected, "round %u: selected %u, want %u", round, r->selected,
+              selected);
+    CHECK(r->staleness_mean == st_mean && r->staleness_max == st_max);
+    CHECK(r->bytes_down == t->bytes_down && r->bytes_up == t->bytes_up);
+    t->bytes_down = t->bytes_up = 0;
+}
+
+/* FedBuff: clients_per_round clients always training, aggregation every
+ * buffer_k updates, staleness weights, the staleness bound, task timeouts
+ * and leaves. */
+static void test_async(void) {
+    ef_server_config cfg = base_config();
+    cfg.async = 1;
+    cfg.rounds = 4;
+    cfg.clients_per_round = 2;
+    cfg.buffer_k = 2;
+    cfg.max_staleness = 1;
+    cfg.staleness_exponent = 1.0; /* weight 1/2 at staleness 1: exact */
+    cfg.deadline_s = 20.0;
+    cfg.min_clients = 4;
+    ef_strategy_config sc = ef_strategy_defaults(EF_STRAT_FEDAVG);
+    net *t = net_new(&cfg, &sc, 5, NULL);
+    CHECK(ef_staleness_weight(1, 1.0) == 0.5);
+    for (int k = 0; k < 3; k++) {
+        checkin(t, k, (double)k);
+        CHECK(t->down.n == 0);
+    }
+    checkin(t, 3, 3.0);
+    sent s;
+    scan(t, &s);
+    CHECK(s.n_task == 2 && distinct(s.task_slot, 2));
+    for (int j = 0; j < 2; j++) CHECK(s.task[j].version == 0 && s.task_round[j] == 1);
+    CHECK(ef_server_next_timer(t->s) == 23.0);
+    route(t);
+    checkin(t, 4, 3.5); /* two are training already: nothing to send */
+    CHECK(t->down.n == 0);
+    int A = s.task_slot[0], B = s.task_slot[1];
+    float want[NP];
+    memcpy(want, t->init, sizeof want);
+
+    /* A answers: one buffered update, a new task (version 0) */
+    CHECK_OK(deliver(t, A, 4.0));
+    int C = one_task(t, 0, &B, 1);
+    CHECK(ef_server_version(t->s) == 0 && n_records(t) == 0);
+    route(t);
+    /* B answers: aggregation 1 */
+    CHECK_OK(deliver(t, B, 5.0));
+    agg g1 = {0};
+    agg_add(&g1, t, A, 1.0);
+    agg_add(&g1, t, B, 1.0);
+    agg_apply(&g1, want);
+    CHECK(model_is(t, want) && ef_server_version(t->s) == 1);
+    check_async_record(t, 1, 3.0, 5.0, 3, 0.0, 0);
+    int D = one_task(t, 1, &C, 1);
+    route(t);
+    /* D (staleness 0) and then C (task on version 0: staleness 1) */
+    CHECK_OK(deliver(t, D, 6.0));
+    int E = one_task(t, 1, &C, 1);
+    route(t);
+    CHECK_OK(deliver(t, C, 7.0));
+    agg g2 = {0};
+    agg_add(&g2, t, D, 1.0);
+    agg_add(&g2, t, C, ef_staleness_weight(1, cfg.staleness_exponent));
+    agg_apply(&g2, want);
+    CHECK(model_is(t, want) && ef_server_version(t->s) == 2);
+    check_async_record(t, 2, 5.0, 7.0, 2, 0.5, 1);
+    int F = one_task(t, 2, &E, 1);
+    route(t);
+    /* F and G answer: aggregation 3; E's task (version 1) is now 2 stale */
+    CHECK_OK(deliver(t, F, 8.0));
+    int G = one_task(t, 2, &E, 1);
+    route(t);
+    CHECK_OK(deliver(t, G, 9.0));
+    agg g3 = {0};
+    agg_add(&g3, t, F, 1.0);
+    agg_add(&g3, t, G, 1.0);
+    agg_apply(&g3, want);
+    CHECK(model_is(t, want) && ef_server_version(t->s) == 3);
+    check_async_record(t, 3, 7.0, 9.0, 2, 0.0, 0);
+    int H = one_task(t, 3, &E, 1);
+    route(t);
+
+    /* E's update exceeds max_staleness: refused, replaced by a new task */
+    uint64_t refused = ef_server_refused(t->s);
+    CHECK(deliver(t, E, 10.0) == EF_ERR_STATE);
+    CHECK(ef_server_refused(t->s) == refused + 1);
+    CHECK(model_is(t, want) && ef_server_version(t->s) == 3 && n_records(t) == 3);
+    int I = one_task(t, 3, &H, 1);
+    route(t);
+
+    /* H's task times out at 9 + 20 */
+    CHECK(ef_server_next_timer(t->s) == 29.0);
+    CHECK_OK(ef_server_tick(t->s, 28.5, &t->down));
+    CHECK(t->down.n == 0);
+    CHECK_OK(ef_server_tick(t->s, 29.0, &t->down));
+    int J = one_task(t, 3, &I, 1);
+    CHECK(ef_server_next_timer(t->s) == 30.0); /* I's task, then J's at 49 */
+    route(t);
+    if (J != H) {
+        CHECK(deliver(t, H, 29.5) == EF_ERR_STATE); /* it no longer holds a task */
+    } else {
+        ef_buf_unref(pop(&t->up[H], NULL)); /* its timed-out answer is lost */
+    }
+    /* I leaves: dropped, replaced */
+    leave(t, I, 29.8);
+    int K = one_task(t, 3, &J, 1);
+    route(t);
+    CHECK(ef_server_next_timer(t->s) == 49.0);
+    CHECK_OK(deliver(t, J, 31.0));
+    CHECK(!ef_server_done(t->s));
+    int busy[1] = {K};
+    int L = one_task(t, 3, busy, 1);
+    route(t);
+    CHECK_OK(deliver(t, K, 32.0));
+    agg g4 = {0};
+    agg_add(&g4, t, J, 1.0);
+    agg_add(&g4, t, K, 1.0);
+    agg_apply(&g4, want);
+    CHECK(model_is(t, want) && ef_server_version(t->s) == 4);
+    CHECK(ef_server_done(t->s));
+    check_async_record(t, 4, 9.0, 32.0, 5, 0.0, 0);
+    const ef_round_record *r = record(t, 3);
+    CHECK(r->late == 1 && r->dropped == 1);
+    CHECK(r->rejected == (J != H ? 2u : 1u));
+    CHECK(t->down.n == 0); /* the run is over: no new task */
+    CHECK(isinf(ef_server_next_timer(t->s)));
+    CHECK(deliver(t, L, 33.0) != EF_OK);
+    CHECK_OK(ef_server_tick(t->s, 100.0, &t->down));
+    CHECK(t->down.n == 0 && model_is(t, want) && n_records(t) == 4);
+    net_free(t);
+}
+
+/* ---- determinism -------------------------------------------------------- */
+
+typedef struct bytes {
+    uint8_t *p;
+    size_t n, cap;
+} bytes;
+
+static void put(bytes *b, const void *d, size_t n) {
+    if (b->n + n > b->cap) {
+        b->cap = (b->n + n) * 2;
+        b->p = realloc(b->p, b->cap);
+    }
+    memcpy(b->p + b->n, d, n);
+    b->n += n;
+}
+
+static void log_down(bytes *log, const net *t) {
+    for (size_t i = 0; i < t->down.n; i++) {
+        const ef_out_msg *m = &t->down.v[i];
+        uint32_t hdr[3] = {m->to, (uint32_t)m->type, (uint32_t)m->buf->len};
+        put(log, hdr, sizeof hdr);
+        put(log, m->buf->data, m->buf->len);
+    }
+}
+
+/* A scripted run with stragglers, deadlines and federated evaluation in
+ * which every input depends only on the server's earlier output. */
+static void scripted(uint64_t seed, int async, bytes *log) {
+    ef_server_config cfg = base_config();
+    cfg.seed = seed;
+    cfg.rounds = 5;
+    cfg.clients_per_round = 3;
+    cfg.min_clients = 6;
+    cfg.deadline_s = 10.0;
+    cfg.async = async;
+    if (async) {
+        cfg.buffer_k = 2;
+        cfg.max_staleness = 2;
+    } else {
+        cfg.overselect = 1.4; /* 5 tasks */
+        cfg.min_updates = 2;
+        cfg.fed_eval_every = 2;
+        cfg.fed_eval_clients = 2;
+    }
+    ef_strategy_config sc = ef_strategy_defaults(EF_STRAT_FEDAVG);
+    net *t = net_new(&cfg, &sc, 8, NULL);
+    double now = 0.0;
+    for (int k = 0; k < 8; k++) {
+        checkin(t, k, now += 0.25);
+        log_down(log, t);
+        route(t);
+    }
+    for (int it = 0; it < 400 && !ef_server_done(t->s); it++) {
+        int sent_any = 0;
+        for (int k = 0; k < 8; k++) {
+            if (t->up[k].n == 0 || (k + it) % 5 == 0) continue; /* a straggler this turn */
+            ef_status st = deliver(t, k, now += 0.5);
+            put(log, &st, sizeof st);
+            log_down(log, t);
+            route(t);
+            sent_any = 1;
+        }
+        if (!sent_any) {
+            double next = ef_server_next_timer(t->s);
+            if (isinf(next)) break;
+            if (next > now) now = next;
+            CHECK_OK(ef_server_tick(t->s, now, &t->down));
+            log_down(log, t);
+            route(t);
+        }
+    }
+    CHECK(ef_server_done(t->s));
+    put(log, ef_server_model(t->s, NULL), NP * sizeof(float));
+    size_t n;
+    const ef_round_record *r = ef_server_records(t->s, &n);
+    CHECK(n == 5);
+    put(log, r, n * sizeof *r);
+    net_free(t);
+}
+
+static void test_determinism(void) {
+    for (int async = 0; async < 2; async++) {
+        bytes a = {0}, b = {0}, c = {0};
+        scripted(7, async, &a);
+        scripted(7, async, &b);
+        scripted(8, async, &c);
+        CHECK(a.n > 0 && a.n == b.n && memcmp(a.p, b.p, a.n) == 0);
+        CHECK(a.n != c.n || memcmp(a.p, c.p, a.n) != 0); /* the seed matters */
+        free(a.p);
+        free(b.p);
+        free(c.p);
+    }
+}
+
+int main(void) {
+    test_sync_rounds();
+    test_fedprox();
+    test_deadline();
+    test_leave();
+    test_refusals();
+    test_fed_eval();
+    test_async();
+    test_determinism();
+    return tu_finish("fl/test_server");
+}
