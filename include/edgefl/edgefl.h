@@ -18,5 +18,12 @@
 #include "edgefl/train.h"
 #include "edgefl/io.h"
 #include "edgefl/checkpoint.h"
+#include "edgefl/partition.h"
+#include "edgefl/strategy.h"
+#include "edgefl/wire.h"
+#include "edgefl/metrics.h"
+#include "edgefl/server.h"
+#include "edgefl/client.h"
+#include "edgefl/sim.h"
 
 #endif /* EDGEFL_EDGEFL_H */

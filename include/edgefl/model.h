@@ -1,7 +1,8 @@
 /*
  * Image-classification models built from the nn kernels: logistic
- * regression, the MLP (784-200-200-10) and the CNN of McMahan et al. 2017
- * (conv5x5x32, pool, conv5x5x64, pool, fc512, fc10). A model owns its
+ * regression, the MLP (784-200-200-10), the CNN of McMahan et al. 2017
+ * (conv5x5x32, pool, conv5x5x64, pool, fc512, fc10) and NIID-Bench's small
+ * LeNet-5 style CNN (61,706 parameters on 28x28 inputs). A model owns its
  * parameters as one flat vector (ef_params), a gradient vector of the same
  * layout and an arena of activations sized for `max_batch`.
  */
@@ -19,10 +20,12 @@ extern "C" {
 typedef enum ef_model_arch {
     EF_MODEL_LOGREG = 0,
     EF_MODEL_MLP = 1,
-    EF_MODEL_CNN = 2
+    EF_MODEL_CNN = 2,
+    EF_MODEL_LENET5 = 3 /* NIID-Bench's "simple CNN" (Li et al. 2022): conv5x5x6, pool,
+                         * conv5x5x16, pool (no padding), fc120, fc84, fc10 */
 } ef_model_arch;
 
-/* "logreg", "mlp", "cnn". */
+/* "logreg", "mlp", "cnn", "lenet5". */
 EF_API const char *ef_model_arch_name(ef_model_arch arch);
 /* Parses an architecture name; EF_ERR_INVALID with a message otherwise. */
 EF_API ef_status ef_model_arch_parse(const char *name, ef_model_arch *out);
@@ -82,6 +85,11 @@ EF_API const float *ef_model_logits(const ef_model *m);
  * forward pass (which must have had labels). EF_ERR_STATE otherwise.
  */
 EF_API ef_status ef_model_backward(ef_model *m);
+
+/* Floating-point operations to train on one example (forward and backward,
+ * counting a multiply-add as 2; backward taken as twice the forward). Used
+ * to turn device speeds into simulated training time. */
+EF_API double ef_model_train_flops(const ef_model *m);
 
 /* The pool given to ef_model_new (may be NULL). */
 EF_API ef_pool *ef_model_pool(const ef_model *m);

@@ -36,6 +36,10 @@ typedef struct ef_train_config {
     uint64_t seed;  /* shuffling order */
     ef_lr_schedule schedule; /* applied to the optimizer's lr at the start of the call */
     uint64_t warmup_steps;
+    /* FedProx (Li et al. 2020): adds mu/2 ||w - prox_center||^2 to the loss,
+     * i.e. mu (w - center) to every gradient; 0 or a NULL center disables it */
+    float prox_mu;
+    const float *prox_center; /* (n_params) */
 } ef_train_config;
 
 /* Passed to the progress callback (after each step) and returned at the end. */

@@ -1,6 +1,7 @@
 /*
  * Flag parsing, help text, progress line and error output for the CLI.
  */
+#include <cjson/cJSON.h>
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -203,3 +204,70 @@ void cli_error(const char *cmd, const char *fmt, ...) {
     va_end(ap);
     fprintf(stderr, "edgefl %s: error: %s\n", cmd, buf);
 }
+
+const char *cli_config_path(int argc, char **argv, int first) {
+    for (int i = first; i < argc; i++) {
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) return argv[i + 1];
+        if (strncmp(argv[i], "--config=", 9) == 0) return argv[i] + 9;
+    }
+    return NULL;
+}
+
+int cli_load_config(const char *cmd, const char *path, cli_opt *opts, void **keep) {
+    *keep = NULL;
+    char *text = NULL;
+    size_t len = 0;
+    if (ef_read_file(path, 16u << 20, &text, &len) != EF_OK) {
+        fprintf(stderr, "edgefl %s: %s\n", cmd, ef_last_error());
+        return CLI_EXIT_USAGE;
+    }
+    const char *end = NULL;
+    cJSON *root = strlen(text) == len ? cJSON_ParseWithOpts(text, &end, 1) : NULL;
+    ef_free(text);
+    if (!root || !cJSON_IsObject(root)) {
+        fprintf(stderr, "edgefl %s: %s: not a JSON object\n", cmd, path);
+        cJSON_Delete(root);
+        return CLI_EXIT_USAGE;
+    }
+    for (cJSON *it = root->child; it; it = it->next) {
+        cli_opt *o = NULL;
+        for (cli_opt *p = opts; p->name; p++)
+            if (strcmp(p->name, it->string) == 0) o = p;
+        if (!o || strcmp(it->string, "config") == 0) {
+            fprintf(stderr, "edgefl %s: %s: unknown key \"%s\" (keys are the option names, "
+                            "see 'edgefl %s --help')\n", cmd, path, it->string, cmd);
+            cJSON_Delete(root);
+            return CLI_EXIT_USAGE;
+        }
+        char num[64];
+        const char *v = NULL;
+        if (o->kind == CLI_FLAG) {
+            if (!cJSON_IsBool(it)) goto type_error;
+            *(int *)o->dest = cJSON_IsTrue(it) ? 1 : 0;
+            continue;
+        }
+        if (cJSON_IsString(it)) {
+            v = it->valuestring;
+        } else if (cJSON_IsNumber(it) && o->kind != CLI_STR && o->kind != CLI_CHOICE) {
+            snprintf(num, sizeof num, "%.17g", it->valuedouble);
+            v = num;
+        } else {
+            goto type_error;
+        }
+        if (set_value(cmd, o, v) != 0) {
+            fprintf(stderr, "(in %s)\n", path);
+            cJSON_Delete(root);
+            return CLI_EXIT_USAGE;
+        }
+        continue;
+    type_error:
+        fprintf(stderr, "edgefl %s: %s: \"%s\" has the wrong type (%s expected)\n", cmd, path,
+                it->string, o->kind == CLI_FLAG ? "true or false" : "a string or a number");
+        cJSON_Delete(root);
+        return CLI_EXIT_USAGE;
+    }
+    *keep = root; /* string values point into it */
+    return 0;
+}
+
+void cli_config_free(void *keep) { cJSON_Delete(keep); }

@@ -52,6 +52,19 @@ typedef struct cli_cmd {
 int cli_parse(const char *cmd, int argc, char **argv, int first, cli_opt *opts, int *help,
               const char *usage, const char *description);
 
+/* The value of --config in argv[first..), or NULL. */
+const char *cli_config_path(int argc, char **argv, int first);
+
+/*
+ * Sets options from a JSON object whose keys are option names (without
+ * "--"); numbers and strings as on the command line, true/false for flags.
+ * Unknown keys and wrong types are usage errors (exit code 2). Command-line
+ * flags parsed afterwards override. *keep must be released with
+ * cli_config_free after the options are no longer used.
+ */
+int cli_load_config(const char *cmd, const char *path, cli_opt *opts, void **keep);
+void cli_config_free(void *keep);
+
 /* Prints usage, description and the option table. */
 void cli_print_help(FILE *f, const char *usage, const char *description, const cli_opt *opts);
 
@@ -83,5 +96,6 @@ void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(prin
 
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_simulate(int argc, char **argv);
 
 #endif /* EDGEFL_CLI_H */

@@ -41,6 +41,7 @@ static double default_lr(ef_model_arch arch, ef_optim_kind kind) {
     case EF_MODEL_LOGREG: return 0.008;
     case EF_MODEL_MLP: return 0.02;
     case EF_MODEL_CNN: return 0.03;
+    case EF_MODEL_LENET5: return 0.05;
     }
     return 0.01;
 }
@@ -53,7 +54,7 @@ int cmd_train(int argc, char **argv) {
     double lr = 0, momentum = 0.9, wd = 0;
     uint64_t seed = 1;
     cli_opt opts[] = {
-        {"model", CLI_CHOICE, &model, NULL, "model architecture (default cnn)", 0, 0, "logreg|mlp|cnn", 0},
+        {"model", CLI_CHOICE, &model, NULL, "model architecture (default cnn)", 0, 0, "logreg|mlp|cnn|lenet5", 0},
         {"dataset", CLI_CHOICE, &dataset, NULL, "dataset (default fashion-mnist)", 0, 0, "fashion-mnist", 0},
         {"data-dir", CLI_STR, &data_dir, "DIR", "dataset directory (default " EF_FASHION_MNIST_DIR ")", 0, 0, NULL, 0},
         {"epochs", CLI_INT, &epochs, "N", "passes over the training set (default 3)", 1, 10000, NULL, 0},

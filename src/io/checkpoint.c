@@ -49,7 +49,7 @@ ef_status ef_checkpoint_config(const char *path, ef_model_config *cfg) {
             goto done;
         }
     } else if (ef_safetensors_find(st, "conv1.weight")) {
-        cfg->arch = EF_MODEL_CNN;
+        cfg->arch = ef_safetensors_find(st, "fc3.weight") ? EF_MODEL_LENET5 : EF_MODEL_CNN;
     } else if (ef_safetensors_find(st, "fc3.weight")) {
         cfg->arch = EF_MODEL_MLP;
     } else if (ef_safetensors_find(st, "fc.weight")) {
@@ -79,9 +79,9 @@ ef_status ef_checkpoint_config(const char *path, ef_model_config *cfg) {
             goto done;
         }
     } else {
-        const char *last = cfg->arch == EF_MODEL_CNN   ? "fc2.bias"
-                           : cfg->arch == EF_MODEL_MLP ? "fc3.bias"
-                                                       : "fc.bias";
+        const char *last = cfg->arch == EF_MODEL_CNN      ? "fc2.bias"
+                           : cfg->arch == EF_MODEL_LOGREG ? "fc.bias"
+                                                          : "fc3.bias";
         const ef_st_tensor *t = ef_safetensors_find(st, last);
         if (!t || t->ndim != 1 || t->shape[0] < 2) {
             rc = ef__fail(EF_ERR_FORMAT, "%s: cannot tell the number of classes (%s)", path, last);

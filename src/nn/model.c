@@ -54,17 +54,19 @@ const char *ef_model_arch_name(ef_model_arch arch) {
     case EF_MODEL_LOGREG: return "logreg";
     case EF_MODEL_MLP: return "mlp";
     case EF_MODEL_CNN: return "cnn";
+    case EF_MODEL_LENET5: return "lenet5";
     }
     return "unknown";
 }
 
 ef_status ef_model_arch_parse(const char *name, ef_model_arch *out) {
-    for (int a = EF_MODEL_LOGREG; a <= EF_MODEL_CNN; a++)
+    for (int a = EF_MODEL_LOGREG; a <= EF_MODEL_LENET5; a++)
         if (strcmp(name, ef_model_arch_name((ef_model_arch)a)) == 0) {
             *out = (ef_model_arch)a;
             return EF_OK;
         }
-    return ef__fail(EF_ERR_INVALID, "unknown model '%s' (expected logreg, mlp or cnn)", name);
+    return ef__fail(EF_ERR_INVALID, "unknown model '%s' (expected logreg, mlp, cnn or lenet5)",
+                    name);
 }
 
 static size_t layer_out_size(const layer *l) { return (size_t)l->out_c * l->out_h * l->out_w; }
@@ -204,6 +206,23 @@ ef_status ef_model_new(ef_model **out, const ef_model_config *cfg, ef_pool *pool
         add_relu(m);
         if ((st = add_linear(m, "fc2", cfg->n_classes)) != EF_OK) goto fail;
         break;
+    case EF_MODEL_LENET5:
+        if ((st = add_conv(m, "conv1", 6, 5, 0)) != EF_OK) goto fail;
+        add_relu(m);
+        add_maxpool(m, 2);
+        if ((st = add_conv(m, "conv2", 16, 5, 0)) != EF_OK) goto fail;
+        add_relu(m);
+        add_maxpool(m, 2);
+        if (m->L[m->n_layers - 1].out_h < 1 || m->L[m->n_layers - 1].out_w < 1) {
+            st = ef__fail(EF_ERR_INVALID, "model: lenet5 needs inputs of at least 16x16");
+            goto fail;
+        }
+        if ((st = add_linear(m, "fc1", 120)) != EF_OK) goto fail;
+        add_relu(m);
+        if ((st = add_linear(m, "fc2", 84)) != EF_OK) goto fail;
+        add_relu(m);
+        if ((st = add_linear(m, "fc3", cfg->n_classes)) != EF_OK) goto fail;
+        break;
     default:
         st = ef__fail(EF_ERR_INVALID, "model: unknown architecture %d", (int)cfg->arch);
         goto fail;
@@ -245,6 +264,17 @@ ef_params *ef_model_params(ef_model *m) { return m->params; }
 float *ef_model_grads(ef_model *m) { return m->grads; }
 size_t ef_model_numel(const ef_model *m) { return ef_params_numel(m->params); }
 ef_pool *ef_model_pool(const ef_model *m) { return m->pool; }
+
+double ef_model_train_flops(const ef_model *m) {
+    double macs = 0;
+    for (int i = 0; i < m->n_layers; i++) {
+        const layer *l = &m->L[i];
+        if (l->kind == L_LINEAR) macs += (double)l->in_c * l->out_c;
+        else if (l->kind == L_CONV)
+            macs += (double)l->out_c * l->out_h * l->out_w * l->in_c * l->k * l->k;
+    }
+    return 3.0 * 2.0 * macs;
+}
 size_t ef_model_activation_bytes(const ef_model *m) { return m->act.cap; }
 
 void ef_model_init(ef_model *m, uint64_t seed) {

@@ -90,6 +90,11 @@ ef_status ef_train(ef_model *m, ef_optim *opt, const ef_dataset *ds, const uint3
             float loss = 0.0f;
             if ((st = ef_model_forward(m, x, y, bn, &loss)) != EF_OK) goto done;
             if ((st = ef_model_backward(m)) != EF_OK) goto done;
+            if (cfg->prox_mu > 0 && cfg->prox_center) {
+                size_t np = ef_model_numel(m);
+                for (size_t i = 0; i < np; i++)
+                    grads[i] += cfg->prox_mu * (params[i] - cfg->prox_center[i]);
+            }
             ef_optim_set_lr(opt, ef_lr_at(cfg->schedule, base_lr, step_no++, total_steps,
                                           cfg->warmup_steps));
             ef_optim_step(opt, params, grads, ef_model_pool(m));
