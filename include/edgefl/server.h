@@ -4,9 +4,11 @@
  * transport) feeds it messages and the current time and sends what it puts
  * in the outbox; ef_server_next_timer says when to call ef_server_tick.
  *
- * Synchronous rounds: when enough clients have checked in, the server picks
- * ceil(clients_per_round * overselect) idle clients at random, broadcasts the
- * global model and sends each a task. The round closes when
+ * Synchronous rounds: once min_clients clients are online, the server picks
+ * ceil(clients_per_round * overselect) idle clients at random (later rounds:
+ * up to that many among those online, starting as soon as the previous round
+ * closes, or at the next check-in when nobody is online), sends each the
+ * global model and a task. The round closes when
  * clients_per_round updates have arrived, when every selected client has
  * answered or left, or at the deadline; it aggregates if at least
  * min_updates arrived (otherwise the model stays as it was). With
@@ -38,7 +40,7 @@ typedef struct ef_server_config {
     double overselect;           /* >= 1: select this multiple of clients_per_round (sync) */
     double deadline_s;           /* round deadline (sync) / task timeout (async); 0: none */
     uint32_t min_updates;        /* fewest updates aggregated at a deadline (>= 1) */
-    uint32_t min_clients;        /* online (checked-in) clients needed to start a round */
+    uint32_t min_clients;        /* online clients needed before the first round */
     int async;                   /* 0 synchronous, 1 FedBuff */
     uint32_t buffer_k;           /* async: updates per aggregation */
     uint32_t max_staleness;      /* async: older updates are refused */

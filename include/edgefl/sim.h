@@ -67,9 +67,10 @@ typedef struct ef_device_profile {
  *   "ideal"       every device equal (20 GFLOP/s, 100 MB/s, 1 ms), always there
  *   "mobile"      phones on cellular links: lognormal speeds around 5 GFLOP/s,
  *                 10 MB/s down / 2 MB/s up, 50 ms, 95% available, 5% dropout
- *   "heavy-tail"  edge fleets: speeds up to 10 GFLOP/s with a Pareto (shape 1.5)
- *                 tail of slow devices (3% below 1 GFLOP/s), lognormal links with
- *                 a wide spread, 90% available, 10% dropout
+ *   "heavy-tail"  edge fleets: most devices fast, a Pareto (shape 1.5) tail of
+ *                 very slow ones in compute (up to 10 GFLOP/s, 3% below 1) and in
+ *                 both links (up to 20 MB/s down, 5 MB/s up), 50 ms lognormal
+ *                 latency, 90% available, 10% dropout
  */
 EF_API ef_status ef_device_profile_builtin(const char *name, ef_device_profile *out);
 

@@ -389,6 +389,13 @@ int cmd_simulate(int argc, char **argv) {
         if (isnan(sum.final_accuracy)) cJSON_AddNullToObject(j, "final_accuracy");
         else cJSON_AddNumberToObject(j, "final_accuracy", sum.final_accuracy);
         cJSON_AddNumberToObject(j, "best_accuracy", rs.best_acc);
+        /* one evaluation fluctuates by a point or more between rounds: the mean of
+         * the last five evaluated rounds is the steadier figure to compare runs */
+        double tail_sum = 0;
+        int tail_n = 0;
+        for (size_t i = nr; i-- > 0 && tail_n < 5;)
+            if (!isnan(recs[i].test_accuracy)) tail_sum += recs[i].test_accuracy, tail_n++;
+        if (tail_n) cJSON_AddNumberToObject(j, "final_accuracy_last5", tail_sum / tail_n);
         cJSON_AddNumberToObject(j, "rounds", (double)nr);
         cJSON_AddNumberToObject(j, "wall_s", sum.wall_s);
         cJSON_AddNumberToObject(j, "sim_time_s", sum.sim_time_s);

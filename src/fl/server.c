@@ -296,7 +296,9 @@ static ef_status start_round(ef_server *s, double now, ef_outbox *out) {
     if (s->ph == P_DONE) return EF_OK;
     size_t online = 0;
     for (size_t i = 0; i < s->n_clients; i++) online += s->clients[i].state != C_OFFLINE;
-    if (online < s->cfg.min_clients || online == 0) return EF_OK; /* keep waiting */
+    /* min_clients gates the first round only: later rounds go ahead with
+     * whoever is online (clients that dropped out come back by checking in) */
+    if (online == 0 || (s->n_records == 0 && online < s->cfg.min_clients)) return EF_OK;
     size_t want = (size_t)ceil(s->cfg.clients_per_round * s->cfg.overselect);
     size_t k = select_idle(s, want, 0);
     if (k == 0) return EF_OK;
@@ -370,7 +372,7 @@ static ef_status refill(ef_server *s, double now, ef_outbox *out) {
     size_t online = 0;
     for (size_t i = 0; i < s->n_clients; i++) online += s->clients[i].state != C_OFFLINE;
     if (s->ph == P_WAIT) {
-        if (online < s->cfg.min_clients || online == 0) return EF_OK;
+        if (online == 0 || (s->n_records == 0 && online < s->cfg.min_clients)) return EF_OK;
         s->ph = P_TRAIN;
         open_record(s, now);
         ef_strategy_begin(s->strat);
@@ -508,9 +510,12 @@ static ef_status on_eval_result(ef_server *s, double now, const ef_msg *m, size_
     return EF_OK;
 }
 
-static ef_status on_leave(ef_server *s, double now, client_rec *c, ef_outbox *out) {
+/* Client c lost its task, if any, and is `after` from now on: C_OFFLINE
+ * when it left, C_IDLE when it restarted (then a round its loss closes may
+ * select it at once). */
+static ef_status on_leave(ef_server *s, double now, client_rec *c, cstate after, ef_outbox *out) {
     cstate was = (cstate)c->state;
-    c->state = C_OFFLINE;
+    c->state = (uint8_t)after;
     if (was == C_TRAINING) {
         if (s->cfg.async) {
             s->rec.dropped++;
@@ -542,13 +547,15 @@ ef_status ef_server_handle(ef_server *s, double now, const uint8_t *buf, size_t 
         if (m.sender >= EF_BROADCAST_ID)
             return refuse(s, ef__fail(EF_ERR_FORMAT, "checkin with reserved id %u", m.sender));
         if (!c && (st = add_client(s, m.sender, &c)) != EF_OK) return st;
-        if (c->state == C_TRAINING || c->state == C_EVALUATING) {
-            /* it restarted and lost its task */
-            if ((st = on_leave(s, now, c, out)) != EF_OK) return st;
-        }
         c->n_train = ci.n_train;
         c->n_eval = ci.n_eval;
-        c->state = C_IDLE;
+        if (c->state == C_TRAINING || c->state == C_EVALUATING) {
+            /* it restarted and lost its task; it is idle again before its
+             * loss can close the round, so the next round may select it */
+            if ((st = on_leave(s, now, c, C_IDLE, out)) != EF_OK) return st;
+        } else {
+            c->state = C_IDLE;
+        }
         if (s->ph == P_WAIT || (s->cfg.async && s->ph == P_TRAIN)) {
             if (s->cfg.async) return refill(s, now, out);
             return start_round(s, now, out);
@@ -564,7 +571,7 @@ ef_status ef_server_handle(ef_server *s, double now, const uint8_t *buf, size_t 
     case EF_MSG_LEAVE: {
         uint32_t reason;
         if ((st = ef_decode_leave(&m, &reason)) != EF_OK) return refuse(s, st);
-        return on_leave(s, now, c, out);
+        return on_leave(s, now, c, C_OFFLINE, out);
     }
     default:
         return refuse(s, ef__fail(EF_ERR_STATE, "a server does not accept %s messages",

@@ -97,10 +97,12 @@ ef_status ef_device_profile_builtin(const char *name, ef_device_profile *out) {
         out->dropout = 0.05;
         out->offline_s = 300;
     } else if (strcmp(name, "heavy-tail") == 0) {
+        /* most devices fast, a Pareto tail of very slow ones (shape 1.5:
+         * finite mean, infinite variance) in compute and in both links */
         out->flops = (ef_dist){EF_DIST_INVPARETO, 10e9, 1.5};
-        out->down_bps = (ef_dist){EF_DIST_LOGNORMAL, 5e6, 1.0};
-        out->up_bps = (ef_dist){EF_DIST_LOGNORMAL, 1e6, 1.0};
-        out->latency_s = (ef_dist){EF_DIST_LOGNORMAL, 0.1, 0.8};
+        out->down_bps = (ef_dist){EF_DIST_INVPARETO, 20e6, 1.5};
+        out->up_bps = (ef_dist){EF_DIST_INVPARETO, 5e6, 1.5};
+        out->latency_s = (ef_dist){EF_DIST_LOGNORMAL, 0.05, 0.5};
         out->availability = 0.9;
         out->dropout = 0.1;
         out->offline_s = 600;

@@ -666,10 +666,15 @@ static void test_deadline(void) {
     net_free(t);
 }
 
-/* LEAVE: a selected client that leaves counts as dropped, the round closes
- * once every selected client answered or left, a left client is not
- * selected until it checks in again, and a client that checks in again
- * while holding a task has lost it (dropped). */
+/* LEAVE and the start of rounds. min_clients online clients (not merely
+ * checked in) are needed before the first round only; every later round
+ * starts the moment the previous one closes, among the clients online and
+ * idle then (however few), or, when none is, at the next check-in. A
+ * selected client that leaves counts as dropped, the round closes once
+ * every selected client answered or left, a left client is not selected
+ * until it checks in again, and a client that checks in again while holding
+ * a task has lost it (dropped) but may be selected in the round its loss
+ * opens. */
 static void test_leave(void) {
     ef_server_config cfg = base_config();
     cfg.rounds = 4;
@@ -677,10 +682,21 @@ static void test_leave(void) {
     cfg.min_clients = 3;
     ef_strategy_config sc = ef_strategy_defaults(EF_STRAT_FEDAVG);
     net *t = net_new(&cfg, &sc, 4, NULL);
-    for (int k = 0; k < 3; k++) checkin(t, k, 0.0);
+
+    /* three clients checked in, but 1 left again: two online, no round */
+    checkin(t, 0, 0.0);
+    checkin(t, 1, 0.0);
+    leave(t, 1, 0.1);
+    checkin(t, 2, 0.2);
+    CHECK(t->down.n == 0 && ef_server_clients(t->s) == 3);
+    CHECK_OK(ef_server_tick(t->s, 0.3, &t->down));
+    CHECK(t->down.n == 0 && n_records(t) == 0 && isinf(ef_server_next_timer(t->s)));
+    checkin(t, 1, 0.4); /* the third online client: round 1 */
     sent s1, s2, s3, s4;
     scan(t, &s1);
-    CHECK(s1.n_task == 3);
+    CHECK(s1.n_task == 3 && s1.n_model == 3 && t->down.n == 6);
+    for (int k = 0; k < 3; k++) CHECK(contains(s1.task_slot, s1.n_task, k));
+    for (int j = 0; j < s1.n_task; j++) CHECK(s1.task_round[j] == 1 && s1.task[j].version == 0);
     route(t);
     checkin(t, 3, 0.5); /* not selected in round 1 */
     CHECK(t->down.n == 0);
@@ -694,68 +710,89 @@ static void test_leave(void) {
     agg g = {0};
     CHECK_OK(deliver(t, b, 3.0));
     agg_add(&g, t, b, 1.0);
-    CHECK(n_records(t) == 0);
+    CHECK(n_records(t) == 0 && t->down.n == 0);
     CHECK_OK(deliver(t, c, 4.0));
     agg_add(&g, t, c, 1.0);
     float want[NP];
     memcpy(want, t->init, sizeof want);
     agg_apply(&g, want);
-    CHECK(n_records(t) == 1 && model_is(t, want));
+    CHECK(n_records(t) == 1 && model_is(t, want) && ef_server_version(t->s) == 1);
     const ef_round_record *r = record(t, 0);
     CHECK(r->selected == 3 && r->completed == 2 && r->dropped == 1 && r->late == 0);
-    CHECK(r->sim_end == 4.0 && r->aggregated == 1);
+    CHECK(r->sim_start == 0.4 && r->sim_end == 4.0 && r->aggregated == 1);
     CHECK(t->up[a].n == 1); /* a's computed update was never sent */
 
-    /* round 2 waits: only b and c are online (3 left as well) */
-    CHECK(t->down.n == 0);
-    checkin(t, 3, 5.0); /* b, c, 3 online: round 2 starts without a */
+    /* round 2 started at once among the clients online, b and c: fewer than
+     * min_clients and than clients_per_round; a and 3 are away */
     scan(t, &s2);
-    CHECK(s2.n_task == 3 && !contains(s2.task_slot, 3, a));
-    CHECK(contains(s2.task_slot, 3, b) && contains(s2.task_slot, 3, c) &&
-          contains(s2.task_slot, 3, 3));
+    CHECK(s2.n_task == 2 && s2.n_model == 2 && t->down.n == 4);
+    CHECK(contains(s2.task_slot, s2.n_task, b) && contains(s2.task_slot, s2.n_task, c));
+    for (int j = 0; j < s2.n_task; j++) CHECK(s2.task_round[j] == 2 && s2.task[j].version == 1);
     route(t);
     /* a's update from before it left is refused */
-    CHECK(deliver(t, a, 5.5) != EF_OK);
-    checkin(t, a, 6.0); /* back, but round 2 is running */
+    CHECK(deliver(t, a, 5.0) == EF_ERR_STATE);
     CHECK(t->down.n == 0);
-    /* every selected client leaves: the round closes, nothing aggregated */
-    for (int j = 0; j < 3; j++) {
-        CHECK(n_records(t) == 1);
-        leave(t, s2.task_slot[j], 7.0 + j);
-    }
+    /* every selected client leaves and nobody else is online: the round
+     * closes, nothing aggregated, and no round can start */
+    leave(t, b, 6.0);
+    CHECK(n_records(t) == 1 && t->down.n == 0);
+    leave(t, c, 7.0);
     CHECK(n_records(t) == 2 && model_is(t, want) && ef_server_version(t->s) == 1);
     r = record(t, 1);
-    CHECK(r->selected == 3 && r->completed == 0 && r->dropped == 3 && r->aggregated == 0);
+    CHECK(r->round == 2 && r->selected == 2 && r->completed == 0 && r->dropped == 2);
+    CHECK(r->late == 0 && r->aggregated == 0);
     CHECK(isnan(r->train_loss) && r->bytes_up == 0);
-    CHECK(t->down.n == 0); /* only a is online: fewer than min_clients */
+    CHECK(r->sim_start == 4.0 && r->sim_end == 7.0);
+    CHECK(t->down.n == 0 && isinf(ef_server_next_timer(t->s)) && !ef_server_done(t->s));
+    CHECK_OK(ef_server_tick(t->s, 9.0, &t->down));
+    CHECK(t->down.n == 0 && n_records(t) == 2);
+    /* the round-2 updates b and c computed before leaving arrive: refused */
+    CHECK(deliver(t, b, 9.5) == EF_ERR_STATE);
+    CHECK(deliver(t, c, 9.5) == EF_ERR_STATE);
+    CHECK(t->down.n == 0 && n_records(t) == 2);
 
-    /* b and c come back: round 3 among a, b, c (3 stays away) */
-    checkin(t, b, 10.0);
-    CHECK(t->down.n == 0);
-    checkin(t, c, 11.0);
+    /* a checks in: round 3 starts at once, with a alone */
+    checkin(t, a, 10.0);
     scan(t, &s3);
-    CHECK(s3.n_task == 3 && !contains(s3.task_slot, 3, 3));
+    CHECK(s3.n_task == 1 && s3.task_slot[0] == a && t->down.n == 2);
+    CHECK(s3.task_round[0] == 3 && s3.task[0].version == 1);
     route(t);
-    /* drop the stale round-2 updates b and c computed before leaving */
-    for (int k = 0; k < 4; k++)
-        while (t->up[k].n > 1) ef_buf_unref(pop(&t->up[k], NULL));
-    /* x restarts (checks in again while holding its task): dropped */
-    int x = s3.task_slot[0], y = s3.task_slot[1], z = s3.task_slot[2];
-    ef_buf_unref(pop(&t->up[x], NULL));
-    checkin(t, x, 12.0);
-    CHECK(t->down.n == 0);
-    agg h = {0};
-    CHECK_OK(deliver(t, y, 13.0));
-    agg_add(&h, t, y, 1.0);
-    CHECK_OK(deliver(t, z, 14.0));
-    agg_add(&h, t, z, 1.0);
-    agg_apply(&h, want);
-    CHECK(n_records(t) == 3 && model_is(t, want));
+    checkin(t, 3, 11.0); /* round 3 is running: 3 waits */
+    CHECK(t->down.n == 0 && n_records(t) == 2);
+    /* a restarts (checks in again while holding its task): dropped, which
+     * closes round 3; round 4 starts at once among the idle online clients,
+     * a and 3 (b and c stay away) */
+    CHECK(t->up[a].n == 1);
+    ef_buf_unref(pop(&t->up[a], NULL));
+    checkin(t, a, 12.0);
+    CHECK(n_records(t) == 3 && model_is(t, want) && ef_server_version(t->s) == 1);
     r = record(t, 2);
-    CHECK(r->completed == 2 && r->dropped == 1 && r->late == 0);
-    /* round 4 may select x again (it checked in) but not 3 */
+    CHECK(r->round == 3 && r->selected == 1 && r->completed == 0 && r->dropped == 1);
+    CHECK(r->late == 0 && r->aggregated == 0);
+    CHECK(r->sim_start == 10.0 && r->sim_end == 12.0);
     scan(t, &s4);
-    CHECK(s4.n_task == 3 && !contains(s4.task_slot, 3, 3) && contains(s4.task_slot, 3, x));
+    CHECK_MSG(s4.n_task == 2 && contains(s4.task_slot, s4.n_task, a) &&
+                  contains(s4.task_slot, s4.n_task, 3),
+              "round 4: %d tasks, want a (%d) and 3", s4.n_task, a);
+    for (int j = 0; j < s4.n_task; j++) CHECK(s4.task_round[j] == 4 && s4.task[j].version == 1);
+    route(t);
+    agg h = {0};
+    CHECK_OK(deliver(t, 3, 13.0));
+    agg_add(&h, t, 3, 1.0);
+    CHECK(n_records(t) == 3 && t->down.n == 0);
+    CHECK_OK(deliver(t, a, 14.0));
+    agg_add(&h, t, a, 1.0);
+    agg_apply(&h, want);
+    CHECK(ef_server_done(t->s) && n_records(t) == 4);
+    CHECK(model_is(t, want) && ef_server_version(t->s) == 2);
+    r = record(t, 3);
+    CHECK(r->round == 4 && r->selected == 2 && r->completed == 2 && r->dropped == 0);
+    CHECK(r->late == 0 && r->aggregated == 1);
+    CHECK(r->sim_start == 12.0 && r->sim_end == 14.0);
+    CHECK(t->down.n == 0);
+    /* tasks trained: a in rounds 1, 3 and 4; b and c in rounds 1 and 2 only
+     * (they never came back); 3 in round 4 only */
+    CHECK(t->fk.fits[a] == 3 && t->fk.fits[b] == 2 && t->fk.fits[c] == 2 && t->fk.fits[3] == 1);
     net_free(t);
 }
 
@@ -1027,8 +1064,10 @@ static void flush_stale(net *t, int k, double now) {
 }
 
 /* Federated evaluation: EVAL to clients with held-out data after the
- * round's aggregation, fed_accuracy from the results, the next round after
- * the results, a leave, or the deadline. */
+ * round's aggregation, fed_accuracy from the results, the next round at
+ * once after the results, a leave, or the deadline. A client that left
+ * during an evaluation is offline: neither trains nor evaluates until it
+ * checks in again, and the next round does not wait for it. */
 static void test_fed_eval(void) {
     ef_server_config cfg = base_config();
     cfg.rounds = 4;
@@ -1045,10 +1084,14 @@ static void test_fed_eval(void) {
     float want[NP];
     memcpy(want, t->init, sizeof want);
     double now = 0.0;
+    int gone = -1; /* the client that left in round 2, until it checks in */
+    int fits_gone = 0; /* its tasks and evaluations when it left */
     for (int round = 1; round <= 4; round++) {
         sent st, se;
+        double started = now;
         scan(t, &st);
         CHECK(st.n_task == 3 && st.n_eval == 0);
+        CHECK(!contains(st.task_slot, 3, gone));
         t->bytes_down = t->bytes_up = 0;
         route(t);
         agg g = {0};
@@ -1068,6 +1111,8 @@ static void test_fed_eval(void) {
             CHECK(se.eval_slot[j] != 4); /* no held-out data */
             CHECK(se.eval_round[j] == (uint32_t)round);
         }
+        if (gone >= 0) /* exactly the three online clients with held-out data */
+            for (int k = 0; k < 4; k++) CHECK(contains(se.eval_slot, 3, k) == (k != gone));
         CHECK(ef_server_next_timer(t->s) == now + 10.0);
         int late = st.task_slot[2];
         route(t);
@@ -1098,8 +1143,10 @@ static void test_fed_eval(void) {
                 loss += t->fk.ev_loss[k];
             }
         } else if (round == 2) { /* one leaves, two answer */
-            leave(t, se.eval_slot[0], now += 1.0);
-            CHECK(n_records(t) == 1);
+            gone = se.eval_slot[0];
+            leave(t, gone, now += 1.0);
+            fits_gone = t->fk.fits[gone] + t->fk.evals[gone];
+            CHECK(n_records(t) == 1 && t->down.n == 0);
             for (int j = 1; j < 3; j++) {
                 int k = se.eval_slot[j];
                 flush_stale(t, k, now);
@@ -1108,10 +1155,14 @@ static void test_fed_eval(void) {
                 correct += t->fk.ev_correct[k];
                 loss += t->fk.ev_loss[k];
             }
-            /* round 3 waits for min_clients: the leaver checks in again */
-            CHECK(n_records(t) == 2 && t->down.n == 0);
-            while (t->up[se.eval_slot[0]].n) ef_buf_unref(pop(&t->up[se.eval_slot[0]], NULL));
-            checkin(t, se.eval_slot[0], now);
+            /* round 3 started at once among the four clients online, fewer
+             * than min_clients (the next iteration checks its tasks) */
+            CHECK(n_records(t) == 2 && t->down.n == 6);
+            /* what the leaver computed before leaving (its evaluation result,
+             * perhaps a late update) arrives now: refused, sends nothing */
+            CHECK(t->up[gone].n >= 1);
+            while (t->up[gone].n) CHECK(deliver(t, gone, now) == EF_ERR_STATE);
+            CHECK(t->down.n == 6);
         } else { /* one answers, the deadline ends the evaluation */
             int k = se.eval_slot[1];
             flush_stale(t, k, now);
@@ -1119,6 +1170,12 @@ static void test_fed_eval(void) {
             n_ev += t->fk.ev_n[k];
             correct += t->fk.ev_correct[k];
             loss += t->fk.ev_loss[k];
+            /* the leaver checks in during the evaluation: given nothing now,
+             * selectable from round 4 */
+            CHECK(gone >= 0 && t->fk.fits[gone] + t->fk.evals[gone] == fits_gone);
+            checkin(t, gone, now);
+            CHECK(t->down.n == 0 && n_records(t) == 2);
+            gone = -1;
             CHECK_OK(ef_server_tick(t->s, t_start + 9.5, &t->down));
             CHECK(n_records(t) == 2);
             now = t_start + 10.0;
@@ -1143,7 +1200,7 @@ static void test_fed_eval(void) {
                   r->rejected);
         CHECK(r->fed_accuracy == (double)correct / (double)n_ev);
         CHECK(r->fed_loss == loss / (double)n_ev);
-        CHECK(r->sim_end == now);
+        CHECK(r->sim_start == started && r->sim_end == now);
         CHECK(r->bytes_down == t->bytes_down);
         CHECK(r->bytes_up == t->bytes_up);
         CHECK(t->cb_rec[round - 1].fed_accuracy == r->fed_accuracy);
