@@ -87,7 +87,7 @@ ef_status ef_device_profile_builtin(const char *name, ef_device_profile *out) {
         out->latency_s = (ef_dist){EF_DIST_CONST, 0.001, 0};
         out->availability = 1.0;
         out->dropout = 0.0;
-        out->offline_s = 60;
+        out->offline_s = 10;
     } else if (strcmp(name, "mobile") == 0) {
         out->flops = (ef_dist){EF_DIST_LOGNORMAL, 5e9, 0.5};
         out->down_bps = (ef_dist){EF_DIST_LOGNORMAL, 10e6, 0.7};
@@ -95,7 +95,7 @@ ef_status ef_device_profile_builtin(const char *name, ef_device_profile *out) {
         out->latency_s = (ef_dist){EF_DIST_LOGNORMAL, 0.05, 0.5};
         out->availability = 0.95;
         out->dropout = 0.05;
-        out->offline_s = 300;
+        out->offline_s = 60;
     } else if (strcmp(name, "heavy-tail") == 0) {
         /* most devices fast, a Pareto tail of very slow ones (shape 1.5:
          * finite mean, infinite variance) in compute and in both links */
@@ -105,7 +105,7 @@ ef_status ef_device_profile_builtin(const char *name, ef_device_profile *out) {
         out->latency_s = (ef_dist){EF_DIST_LOGNORMAL, 0.05, 0.5};
         out->availability = 0.9;
         out->dropout = 0.1;
-        out->offline_s = 600;
+        out->offline_s = 30;
     } else {
         return ef__fail(EF_ERR_INVALID,
                         "unknown device profile '%s' (built in: ideal, mobile, heavy-tail)", name);
