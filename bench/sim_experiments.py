@@ -47,11 +47,32 @@ def sec(x):
     return "-" if x is None else f"{x:.1f}"
 
 
+ART = None  # --artifacts DIR: metrics and reports of the runs that have them
+
+
+def extract_svg(html_path, title, svg_path):
+    """Saves the chart whose heading is `title` from a report as a standalone SVG."""
+    html = open(html_path, encoding="utf-8").read()
+    at = html.find(title)
+    start = html.find("<svg", at)
+    end = html.find("</svg>", start) + len("</svg>")
+    if at < 0 or start < 0 or end < len("</svg>"):
+        return False
+    svg = html[start:end].replace("<svg", '<svg xmlns="http://www.w3.org/2000/svg"', 1)
+    with open(svg_path, "w", encoding="utf-8") as f:
+        f.write(svg + "\n")
+    return True
+
+
 def exp_cnn(ef, out):
     args = ["--dataset", "fashion-mnist", "--model", "cnn", "--clients", "100", "--partition",
             "dirichlet:0.5", "--clients-per-round", "10", "--local-epochs", "1", "--batch", "32",
             "--rounds", "100", "--seed", "1", "--eval-every", "5", "--threads", "2"]
-    d, rss = simulate(ef, args)
+    extra = []
+    if ART:
+        extra = ["--metrics", os.path.join(ART, "cnn-dirichlet.jsonl"),
+                 "--report", os.path.join(ART, "cnn-dirichlet.html")]
+    d, rss = simulate(ef, args + extra)
     out["cnn"] = {"args": args, "result": d, "peak_rss_mb": rss}
     print("\n### FedAvg, CNN, 100 clients, dirichlet:0.5, 10 per round, 100 rounds\n")
     print("| final accuracy | mean of last 5 evaluations | best | simulated time | wall time | peak RSS |")
@@ -59,6 +80,16 @@ def exp_cnn(ef, out):
     print(f"| {pct(d['final_accuracy'])}% | {pct(d.get('final_accuracy_last5'))}% | "
           f"{pct(d['best_accuracy'])}% | {sec(d['sim_time_s'])} s | {sec(d['wall_s'])} s | {rss:.0f} MB |")
     print(f"\n`edgefl simulate {' '.join(args)}`")
+    if ART:
+        rows = [json.loads(l) for l in open(os.path.join(ART, "cnn-dirichlet.jsonl"))]
+        pts = [(r["round"], r["test_accuracy"]) for r in rows if "test_accuracy" in r]
+        print("\nTest accuracy by round:\n")
+        print("| round | " + " | ".join(str(r) for r, _ in pts[::2]) + " |")
+        print("| --- |" + " ---: |" * len(pts[::2]))
+        print("| accuracy (%) | " + " | ".join(f"{100 * a:.1f}" for _, a in pts[::2]) + " |")
+        svg = os.path.join(ART, "cnn-dirichlet-accuracy.svg")
+        if extract_svg(os.path.join(ART, "cnn-dirichlet.html"), "Accuracy per round", svg):
+            print(f"\n(chart: {svg})")
 
 
 def exp_niid(ef, out):
@@ -178,7 +209,12 @@ def main():
     ap.add_argument("--edgefl", default=os.path.join(os.path.dirname(__file__), "..", "build", "edgefl"))
     ap.add_argument("--only", default=",".join(EXPERIMENTS))
     ap.add_argument("--json-out")
+    ap.add_argument("--artifacts", help="folder for metrics, reports and charts of the runs")
     a = ap.parse_args()
+    global ART
+    if a.artifacts:
+        os.makedirs(a.artifacts, exist_ok=True)
+        ART = a.artifacts
     if not os.access(a.edgefl, os.X_OK):
         sys.exit(f"sim_experiments: {a.edgefl} not found; run `make` first")
     names = a.only.split(",")
