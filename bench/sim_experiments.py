@@ -53,9 +53,9 @@ ART = None  # --artifacts DIR: metrics and reports of the runs that have them
 def extract_svg(html_path, title, svg_path):
     """Saves the chart whose heading is `title` from a report as a standalone SVG."""
     html = open(html_path, encoding="utf-8").read()
-    at = html.find(title)
-    start = html.find("<svg", at)
-    end = html.find("</svg>", start) + len("</svg>")
+    at = html.find(f'aria-label="{title}"')
+    start = html.rfind("<svg", 0, at)
+    end = html.find("</svg>", at) + len("</svg>")
     if at < 0 or start < 0 or end < len("</svg>"):
         return False
     svg = html[start:end].replace("<svg", '<svg xmlns="http://www.w3.org/2000/svg"', 1)

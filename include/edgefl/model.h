@@ -2,7 +2,7 @@
  * Image-classification models built from the nn kernels: logistic
  * regression, the MLP (784-200-200-10), the CNN of McMahan et al. 2017
  * (conv5x5x32, pool, conv5x5x64, pool, fc512, fc10) and NIID-Bench's small
- * LeNet-5 style CNN (61,706 parameters on 28x28 inputs). A model owns its
+ * LeNet-5 style CNN (44,426 parameters on 28x28 inputs). A model owns its
  * parameters as one flat vector (ef_params), a gradient vector of the same
  * layout and an arena of activations sized for `max_batch`.
  */
