@@ -93,6 +93,16 @@ static void col2im_add(float *restrict img, const float *restrict col, const ef_
                     if (h < 0 || h >= H) continue;
                     const float *r = row + (size_t)oh * OW;
                     float *dst = plane + (size_t)h * W;
+                    if (S == 1) {
+                        /* the ow range with 0 <= w < W is contiguous: a
+                         * plain (vectorized) add, as im2col's copy */
+                        int lo = P - kw, hi = W + P - kw;
+                        if (lo < 0) lo = 0;
+                        if (hi > OW) hi = OW;
+                        int off = kw - P;
+                        for (int ow = lo; ow < hi; ow++) dst[ow + off] += r[ow];
+                        continue;
+                    }
                     for (int ow = 0; ow < OW; ow++) {
                         int w = ow * S - P + kw;
                         if (w >= 0 && w < W) dst[w] += r[ow];

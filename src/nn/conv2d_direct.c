@@ -19,13 +19,15 @@
 #define MAX_ROW 2048 /* widest padded row handled (stack buffer) */
 
 /* Padded planes: (C, PH, RS) with RS = W + 2 pad rounded up to 32 plus
- * slack for the kernel width, and one spare plane row at the end (the
- * two-row forward blocks read one row past an odd output height). */
+ * slack for the kernel width, and MAX_RB - 1 spare plane rows at the end
+ * (a forward block of MAX_RB rows reads up to MAX_RB - 1 rows past the
+ * last output row). */
+#define MAX_RB 8
 static int row_stride(const ef_conv2d_desc *d) {
     return ((d->W + 2 * d->pad + 31) & ~31) + 8;
 }
 static size_t planes_floats(const ef_conv2d_desc *d) {
-    return ((size_t)d->C * (size_t)(d->H + 2 * d->pad) + 1) * (size_t)row_stride(d);
+    return ((size_t)d->C * (size_t)(d->H + 2 * d->pad) + MAX_RB - 1) * (size_t)row_stride(d);
 }
 int ef__conv2d_direct_ok(const ef_conv2d_desc *d) {
     return d->C < 8 && d->stride == 1 && d->KH == d->KW && d->KH <= MAX_K && d->pad >= 0 &&
@@ -56,45 +58,59 @@ INLINE void pad_image(float *restrict P, const float *restrict img, const ef_con
 }
 
 /*
- * out (OC, OH, OW) of one image from its padded planes P. Two output rows x
- * four vectors are accumulated at once: eight independent FMA chains keep
- * both FMA units busy (one chain would wait on each FMA's latency).
+ * out (OC, OH, OW) of one image from its padded planes P. A block of R
+ * output rows x V vectors (R * V = 8) is accumulated at once: eight
+ * independent FMA chains keep both FMA units busy (one chain would wait on
+ * each FMA's latency). Wide outputs take 2 rows x 4 vectors; narrow ones
+ * (OW <= 16, the later layers of small CNNs) take more rows of fewer
+ * vectors, so few lanes are spent past the row's end.
  */
-INLINE void fwd_image_k(int K, float *restrict out, const float *restrict P,
-                        const float *restrict weight, const float *restrict bias,
-                        const ef_conv2d_desc *d) {
+INLINE void fwd_image_kv(int K, int V, float *restrict out, const float *restrict P,
+                         const float *restrict weight, const float *restrict bias,
+                         const ef_conv2d_desc *d) {
+    enum { LANES = 8 };
+    int R = LANES / V, bw = 8 * V;
     int OH = ef_conv2d_out_h(d), OW = ef_conv2d_out_w(d);
     int rs = row_stride(d), ph = d->H + 2 * d->pad;
-    float row[2][MAX_ROW];
+    int rl = (OW + bw - 1) / bw * bw; /* a block row's width, <= rs */
+    float row[2 * MAX_ROW];           /* R rows of rl floats: R * rl <= 2 * MAX_ROW */
     for (int oc = 0; oc < d->OC; oc++) {
         float b = bias ? bias[oc] : 0.0f;
-        for (int y = 0; y < OH; y += 2) {
-            int nr = OH - y < 2 ? OH - y : 2;
-            for (int x0 = 0; x0 < OW; x0 += 32) {
-                v8 acc[2][4];
-                for (int r = 0; r < 2; r++)
-                    for (int j = 0; j < 4; j++) acc[r][j] = zero8() + b;
+        for (int y = 0; y < OH; y += R) {
+            int nr = OH - y < R ? OH - y : R;
+            for (int x0 = 0; x0 < OW; x0 += bw) {
+                v8 acc[LANES];
+                for (int i = 0; i < LANES; i++) acc[i] = zero8() + b;
                 for (int c = 0; c < d->C; c++) {
                     const float *w = weight + ((size_t)oc * d->C + c) * K * K;
-                    /* rows past OH read padding or the slack row below; unused */
+                    /* rows past OH read padding or the spare rows below; unused */
                     const float *p = P + ((size_t)c * ph + y) * rs + x0;
                     for (int kh = 0; kh < K; kh++)
                         for (int kw = 0; kw < K; kw++) {
                             float wv = w[kh * K + kw];
                             const float *q = p + (size_t)kh * rs + kw;
-                            for (int j = 0; j < 4; j++) {
-                                acc[0][j] += wv * ld8(q + 8 * j);
-                                acc[1][j] += wv * ld8(q + rs + 8 * j);
-                            }
+                            for (int r = 0; r < R; r++)
+                                for (int j = 0; j < V; j++)
+                                    acc[r * V + j] += wv * ld8(q + (size_t)r * rs + 8 * j);
                         }
                 }
-                for (int r = 0; r < 2; r++)
-                    for (int j = 0; j < 4; j++) st8(row[r] + x0 + 8 * j, acc[r][j]);
+                for (int r = 0; r < R; r++)
+                    for (int j = 0; j < V; j++) st8(row + (size_t)r * rl + x0 + 8 * j, acc[r * V + j]);
             }
             for (int r = 0; r < nr; r++)
-                memcpy(out + ((size_t)oc * OH + y + r) * OW, row[r], sizeof(float) * (size_t)OW);
+                memcpy(out + ((size_t)oc * OH + y + r) * OW, row + (size_t)r * rl,
+                       sizeof(float) * (size_t)OW);
         }
     }
+}
+
+INLINE void fwd_image_k(int K, float *restrict out, const float *restrict P,
+                        const float *restrict weight, const float *restrict bias,
+                        const ef_conv2d_desc *d) {
+    int OW = ef_conv2d_out_w(d);
+    if (OW <= 8) fwd_image_kv(K, 1, out, P, weight, bias, d);
+    else if (OW <= 16) fwd_image_kv(K, 2, out, P, weight, bias, d);
+    else fwd_image_kv(K, 4, out, P, weight, bias, d);
 }
 
 /* dW (OC, C, K, K) += and db (OC) += for one image. */
@@ -281,3 +297,4 @@ void ef__conv2d_direct_backward_weights(float *dweight, float *dbias, const floa
     ef_pool_run(pool, wgrad_images, &x);
     ef_pool_for(pool, (int64_t)d->OC * d->C * d->KH * d->KW + d->OC, wgrad_reduce, &x);
 }
+

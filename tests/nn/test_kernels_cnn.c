@@ -578,6 +578,13 @@ static void test_conv_vs_ref(void) {
         {1, 2, 5, 70, 3, 1, 1, 1, 0},
         {2, 4, 8, 33, 4, 5, 5, 1, 0},
         {1, 5, 6, 6, 7, 3, 3, 1, 2},
+        // direct, narrow outputs (blocks of 4 rows x 2 vectors, 8 rows x 1):
+        // LeNet-5's second layer, heights off the block, a 1x1 output
+        {2, 6, 12, 12, 16, 5, 5, 1, 0},
+        {2, 3, 11, 9, 5, 3, 3, 1, 1},
+        {1, 2, 13, 5, 3, 5, 5, 1, 2},
+        {3, 7, 3, 3, 4, 3, 3, 1, 0},
+        {1, 1, 17, 16, 2, 1, 1, 1, 0},
         // im2col
         {2, 3, 9, 11, 4, 3, 3, 2, 1},
         {3, 8, 10, 9, 6, 3, 3, 1, 1},
