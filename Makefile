@@ -38,6 +38,7 @@ test-asan: deps $(ASAN_BUILD)/CMakeCache.txt
 bench: deps
 	@$(MAKE) --no-print-directory build
 	bash bench/train_vs_torch
+	bash bench/sim_vs_torch
 
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
@@ -45,7 +46,7 @@ fuzz:
 	@command -v clang >/dev/null || { echo "make fuzz needs clang (apt-get install clang)"; exit 1; }
 	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug \
 	  -DEDGEFL_FUZZ=ON -DEDGEFL_BUILD_TESTS=OFF $(CMAKE_FLAGS)
-	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_idx fuzz_safetensors
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_idx fuzz_safetensors fuzz_wire
 	bash fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
 install: build
