@@ -26,68 +26,16 @@ the caller also sets OMP_NUM_THREADS / MKL_NUM_THREADS /
 OPENBLAS_NUM_THREADS.
 """
 import argparse
-import gzip
 import json
-import os
 import resource
-import struct
 import sys
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-MEAN, STD = 0.2860, 0.3530
-
-
-class CNN(nn.Module):
-    """edgefl's EF_MODEL_CNN (McMahan et al. 2017), same parameter names."""
-
-    def __init__(self, n_classes=10):
-        super().__init__()
-        self.conv1 = nn.Conv2d(1, 32, 5, padding=2)
-        self.conv2 = nn.Conv2d(32, 64, 5, padding=2)
-        self.fc1 = nn.Linear(64 * 7 * 7, 512)
-        self.fc2 = nn.Linear(512, n_classes)
-
-    def forward(self, x):
-        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-        x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-        x = F.relu(self.fc1(torch.flatten(x, 1)))
-        return self.fc2(x)
-
-
-def read_idx(path, limit=None):
-    """Decodes a u8 IDX file (gzip or plain); with `limit`, reads only the
-    first `limit` items from the stream."""
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rb") as f:
-        magic, = struct.unpack(">I", f.read(4))
-        if magic >> 8 != 0x08:
-            raise ValueError(f"{path}: not a u8 IDX file")
-        dims = list(struct.unpack(">" + "I" * (magic & 0xFF), f.read(4 * (magic & 0xFF))))
-        if limit is not None:
-            dims[0] = min(dims[0], limit)
-        count = int(np.prod(dims))
-        raw = f.read(count)
-    if len(raw) != count:
-        raise ValueError(f"{path}: truncated")
-    return np.frombuffer(raw, dtype=np.uint8).reshape(dims)
-
-
-def split_paths(data_dir, prefix):
-    out = []
-    for kind in ("images-idx3", "labels-idx1"):
-        base = os.path.join(data_dir, f"{prefix}-{kind}-ubyte")
-        out.append(base + ".gz" if os.path.exists(base + ".gz") else base)
-    return out
-
-
-def to_input(u8):
-    # (B, 28, 28) uint8 -> (B, 1, 28, 28) float32, as ef_dataset_batch.
-    return u8.unsqueeze(1).float().div_(255.0).sub_(MEAN).div_(STD)
+from fmnist_torch import CNN, read_idx, split_paths, to_input
 
 
 def main():
