@@ -57,7 +57,16 @@ typedef enum ef_msg_type {
     EF_MSG_UPDATE = 4,
     EF_MSG_EVAL = 5,
     EF_MSG_EVAL_RESULT = 6,
-    EF_MSG_LEAVE = 7
+    EF_MSG_LEAVE = 7,
+    /* secure aggregation (SecAgg+), synchronous rounds; see docs/privacy.md */
+    EF_MSG_SA_SETUP = 8,      /* server -> client: the task and the round's SecAgg+ settings */
+    EF_MSG_SA_ADVERTISE = 9,  /* client -> server: its two public keys */
+    EF_MSG_SA_KEYS = 10,      /* server -> client: its neighbours' public keys */
+    EF_MSG_SA_SHARES = 11,    /* client -> server: encrypted shares for its neighbours */
+    EF_MSG_SA_FORWARD = 12,   /* server -> client: the shares addressed to it */
+    EF_MSG_SA_MASKED = 13,    /* client -> server: its masked, quantized update */
+    EF_MSG_SA_UNMASK = 14,    /* server -> client: whose shares to reveal */
+    EF_MSG_SA_REVEAL = 15     /* client -> server: the revealed shares */
 } ef_msg_type;
 
 /* Name of a message type ("update"), or "unknown". */
@@ -119,6 +128,29 @@ typedef struct ef_update {
     const uint8_t *raw; /* n little-endian floats inside the message */
 } ef_update;
 
+/* The SecAgg+ part of an SA_SETUP message (after a TASK payload). */
+typedef struct ef_sa_setup {
+    uint32_t index;      /* this client's participant index, 0..n-1 */
+    uint32_t n, k, t;    /* participants, neighbours, threshold */
+    uint32_t bits;       /* sums mod 2^bits */
+    uint32_t levels;     /* quantization levels L over [-clip, clip] */
+    uint32_t dp_kind;    /* distributed noise: 0 none, 1 Skellam, 2 discrete Gaussian */
+    double clip;         /* per-coordinate clipping range R */
+    double weight_cap;   /* an update's weight is min(n_examples, weight_cap) / weight_cap */
+    double dp_clip;      /* L2 clipping norm of the update (0: none) */
+    double dp_noise;     /* distributed noise per client, in quantized units (mu or sigma) */
+} ef_sa_setup;
+
+/* The fixed part of an SA_MASKED message; the masked words follow. */
+typedef struct ef_sa_masked {
+    uint32_t version, n_examples;
+    float train_loss;
+    uint32_t steps;
+    uint32_t flags;      /* bit 0: the update's L2 norm was within dp_clip (adaptive clipping) */
+    uint64_t n;          /* words that follow */
+    const uint8_t *raw;  /* n little-endian uint32 inside the message */
+} ef_sa_masked;
+
 typedef struct ef_eval_task {
     uint32_t version;
     uint8_t hash[EF_HASH_BYTES];
@@ -140,6 +172,11 @@ EF_API ef_status ef_decode_update(const ef_msg *m, ef_update *out);
 EF_API ef_status ef_decode_eval(const ef_msg *m, ef_eval_task *out);
 EF_API ef_status ef_decode_eval_result(const ef_msg *m, ef_eval_result *out);
 EF_API ef_status ef_decode_leave(const ef_msg *m, uint32_t *reason);
+/* SA_SETUP: a TASK payload, then the SecAgg+ settings (checked for range:
+ * index < n, 2 <= n, 1 <= t, 1 <= bits <= 32, levels >= 1, finite positive
+ * clip and weight cap, dp_kind known, dp values finite and >= 0). */
+EF_API ef_status ef_decode_sa_setup(const ef_msg *m, ef_task *task, ef_sa_setup *out);
+EF_API ef_status ef_decode_sa_masked(const ef_msg *m, ef_sa_masked *out);
 
 /* Copies n little-endian floats from raw (any alignment) into out. */
 EF_API void ef_wire_floats(float *out, const uint8_t *raw, size_t n);
@@ -148,6 +185,8 @@ EF_API void ef_wire_floats(float *out, const uint8_t *raw, size_t n);
 #define EF_TASK_PAYLOAD 64
 #define EF_MODEL_FIXED 16
 #define EF_UPDATE_FIXED 32
+#define EF_SA_SETUP_PAYLOAD (EF_TASK_PAYLOAD + 64)
+#define EF_SA_MASKED_FIXED 32
 
 /* ---- reference-counted message buffers and outboxes --------------------- */
 

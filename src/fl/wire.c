@@ -24,6 +24,14 @@ const char *ef_msg_type_name(ef_msg_type t) {
     case EF_MSG_EVAL: return "eval";
     case EF_MSG_EVAL_RESULT: return "eval_result";
     case EF_MSG_LEAVE: return "leave";
+    case EF_MSG_SA_SETUP: return "sa_setup";
+    case EF_MSG_SA_ADVERTISE: return "sa_advertise";
+    case EF_MSG_SA_KEYS: return "sa_keys";
+    case EF_MSG_SA_SHARES: return "sa_shares";
+    case EF_MSG_SA_FORWARD: return "sa_forward";
+    case EF_MSG_SA_MASKED: return "sa_masked";
+    case EF_MSG_SA_UNMASK: return "sa_unmask";
+    case EF_MSG_SA_REVEAL: return "sa_reveal";
     }
     return "unknown";
 }
@@ -119,7 +127,7 @@ ef_status ef_wire_decode(const uint8_t *buf, size_t len, size_t max_payload, ef_
         return ef__fail(EF_ERR_FORMAT, "message: wire version %u, this build speaks %d", buf[4],
                         EF_WIRE_VERSION);
     uint8_t type = buf[5];
-    if (type < EF_MSG_CHECKIN || type > EF_MSG_LEAVE)
+    if (type < EF_MSG_CHECKIN || type > EF_MSG_SA_REVEAL)
         return ef__fail(EF_ERR_FORMAT, "message: unknown type %u", type);
     uint16_t flags = ef__rd16(buf + 6);
     if (flags != 0) return ef__fail(EF_ERR_FORMAT, "message: unknown flags 0x%04x", flags);
@@ -194,10 +202,7 @@ ef_status ef_decode_model(const ef_msg *m, ef_model_msg *out) {
     return EF_OK;
 }
 
-ef_status ef_decode_task(const ef_msg *m, ef_task *out) {
-    ef_status st;
-    if ((st = want_type(m, EF_MSG_TASK)) || (st = want_len(m, EF_TASK_PAYLOAD))) return st;
-    const uint8_t *p = m->payload;
+static ef_status task_fields(const uint8_t *p, ef_task *out) {
     out->version = ef__rd32(p);
     memcpy(out->hash, p + 4, EF_HASH_BYTES);
     out->deadline_s = ef__rdf32(p + 36);
@@ -211,6 +216,58 @@ ef_status ef_decode_task(const ef_msg *m, ef_task *out) {
         out->batch == 0 || !(out->lr > 0) || !isfinite(out->lr) || !(out->momentum >= 0) ||
         !(out->momentum < 1) || !(out->prox_mu >= 0) || !isfinite(out->prox_mu))
         return ef__fail(EF_ERR_FORMAT, "task payload: invalid training settings");
+    return EF_OK;
+}
+
+ef_status ef_decode_task(const ef_msg *m, ef_task *out) {
+    ef_status st;
+    if ((st = want_type(m, EF_MSG_TASK)) || (st = want_len(m, EF_TASK_PAYLOAD))) return st;
+    return task_fields(m->payload, out);
+}
+
+ef_status ef_decode_sa_setup(const ef_msg *m, ef_task *task, ef_sa_setup *out) {
+    ef_status st;
+    if ((st = want_type(m, EF_MSG_SA_SETUP)) || (st = want_len(m, EF_SA_SETUP_PAYLOAD))) return st;
+    if ((st = task_fields(m->payload, task)) != EF_OK) return st;
+    const uint8_t *p = m->payload + EF_TASK_PAYLOAD;
+    out->index = ef__rd32(p);
+    out->n = ef__rd32(p + 4);
+    out->k = ef__rd32(p + 8);
+    out->t = ef__rd32(p + 12);
+    out->bits = ef__rd32(p + 16);
+    out->levels = ef__rd32(p + 20);
+    out->dp_kind = ef__rd32(p + 24);
+    if (ef__rd32(p + 28) != 0) return ef__fail(EF_ERR_FORMAT, "sa_setup payload: padding not zero");
+    out->clip = ef__rdf64(p + 32);
+    out->weight_cap = ef__rdf64(p + 40);
+    out->dp_clip = ef__rdf64(p + 48);
+    out->dp_noise = ef__rdf64(p + 56);
+    if (out->n < 2 || out->index >= out->n || out->t < 1 || out->bits < 1 || out->bits > 32 ||
+        out->levels < 1 || out->dp_kind > 2 || !(out->clip > 0) || !isfinite(out->clip) ||
+        !(out->weight_cap > 0) || !isfinite(out->weight_cap) || !(out->dp_clip >= 0) ||
+        !isfinite(out->dp_clip) || !(out->dp_noise >= 0) || !isfinite(out->dp_noise))
+        return ef__fail(EF_ERR_FORMAT, "sa_setup payload: invalid secure aggregation settings");
+    return EF_OK;
+}
+
+ef_status ef_decode_sa_masked(const ef_msg *m, ef_sa_masked *out) {
+    ef_status st;
+    if ((st = want_type(m, EF_MSG_SA_MASKED))) return st;
+    if (m->payload_len < EF_SA_MASKED_FIXED) return want_len(m, EF_SA_MASKED_FIXED);
+    const uint8_t *p = m->payload;
+    out->version = ef__rd32(p);
+    out->n_examples = ef__rd32(p + 4);
+    out->train_loss = ef__rdf32(p + 8);
+    out->steps = ef__rd32(p + 12);
+    out->flags = ef__rd32(p + 16);
+    if (ef__rd32(p + 20) != 0) return ef__fail(EF_ERR_FORMAT, "sa_masked payload: padding not zero");
+    if (out->flags > 1) return ef__fail(EF_ERR_FORMAT, "sa_masked payload: unknown flags 0x%x", out->flags);
+    out->n = ef__rd64(p + 24);
+    if ((st = vector_len(m, EF_SA_MASKED_FIXED, out->n))) return st;
+    if (out->n_examples == 0 || !isfinite(out->train_loss))
+        return ef__fail(EF_ERR_FORMAT, "sa_masked payload: %s",
+                        out->n_examples == 0 ? "zero examples" : "non-finite training loss");
+    out->raw = p + EF_SA_MASKED_FIXED;
     return EF_OK;
 }
 

@@ -29,6 +29,7 @@ VERSION = 1
 SERVER = 0xFFFFFFFF
 
 CHECKIN, MODEL, TASK, UPDATE, EVAL, EVAL_RESULT, LEAVE = range(1, 8)
+SA_SETUP, SA_MASKED = 8, 13
 
 
 def seal(mtype, payload, job=JOB, rnd=3, sender=SERVER, seq=1, version=VERSION, flags=0,
@@ -70,6 +71,19 @@ def update(n=8, version=5, n_examples=600, loss=0.75, steps=38, codec=0, count=N
     return head + floats(n, -0.001) + tail
 
 
+def sa_setup(index=3, n=10, k=4, t=3, bits=32, levels=1000, dp_kind=0, pad=0, clip=1.0,
+             weight_cap=1000.0, dp_clip=0.0, dp_noise=0.0, **task_args):
+    return task(**task_args) + struct.pack("<8I4d", index, n, k, t, bits, levels, dp_kind, pad,
+                                           clip, weight_cap, dp_clip, dp_noise)
+
+
+def sa_masked(n=8, version=5, n_examples=600, loss=0.75, steps=38, flags=0, pad=0, count=None,
+              tail=b""):
+    words = struct.pack(f"<{n}I", *[(i * 2654435761) & 0xFFFFFFFF for i in range(n)])
+    return struct.pack("<IIfIIIQ", version, n_examples, loss, steps, flags, pad,
+                       n if count is None else count) + words + tail
+
+
 def evaltask(version=5):
     return struct.pack("<II32s", version, 0, HASH)
 
@@ -102,6 +116,11 @@ def corpus():
     files["valid-eval_result-perfect"] = seal(EVAL_RESULT,
                                               eval_result(n=5, correct=5, loss_sum=0.0), sender=4)
     files["valid-leave"] = seal(LEAVE, leave(), sender=17, rnd=0, seq=11)
+    files["valid-sa_setup"] = seal(SA_SETUP, sa_setup())
+    files["valid-sa_setup-dp"] = seal(SA_SETUP, sa_setup(index=9, bits=1, levels=1, dp_kind=1,
+                                                         dp_clip=0.5, dp_noise=123.5))
+    files["valid-sa_masked"] = seal(SA_MASKED, sa_masked(), sender=17, seq=12)
+    files["valid-sa_masked-clipbit"] = seal(SA_MASKED, sa_masked(n=1, flags=1), sender=2)
 
     # ---- envelopes refused by ef_wire_decode
     good = files["valid-checkin"]
@@ -114,7 +133,7 @@ def corpus():
     files["bad-env-version-2"] = seal(CHECKIN, checkin(), version=2)
     files["bad-env-version-255"] = seal(CHECKIN, checkin(), version=255)
     files["bad-env-type-0"] = seal(0, checkin())
-    files["bad-env-type-8"] = seal(8, checkin())
+    files["bad-env-type-16"] = seal(16, checkin())
     files["bad-env-type-255"] = seal(255, checkin())
     files["bad-env-flags-1"] = seal(CHECKIN, checkin(), flags=1)
     files["bad-env-flags-8000"] = seal(CHECKIN, checkin(), flags=0x8000)
@@ -194,6 +213,31 @@ def corpus():
     bp["eval_result-loss-inf"] = (EVAL_RESULT, eval_result(loss_sum=math.inf))
     bp["leave-empty"] = (LEAVE, b"")
     bp["leave-long"] = (LEAVE, leave() + b"\0\0\0\0")
+    bp["sa_setup-short"] = (SA_SETUP, sa_setup()[:127])
+    bp["sa_setup-long"] = (SA_SETUP, sa_setup() + b"\0")
+    bp["sa_setup-task-only"] = (SA_SETUP, task())
+    bp["sa_setup-bad-task"] = (SA_SETUP, sa_setup(lr=0.0))
+    bp["sa_setup-index-n"] = (SA_SETUP, sa_setup(index=10))
+    bp["sa_setup-n-1"] = (SA_SETUP, sa_setup(index=0, n=1))
+    bp["sa_setup-t-0"] = (SA_SETUP, sa_setup(t=0))
+    bp["sa_setup-bits-0"] = (SA_SETUP, sa_setup(bits=0))
+    bp["sa_setup-bits-33"] = (SA_SETUP, sa_setup(bits=33))
+    bp["sa_setup-levels-0"] = (SA_SETUP, sa_setup(levels=0))
+    bp["sa_setup-dp-kind-3"] = (SA_SETUP, sa_setup(dp_kind=3))
+    bp["sa_setup-pad"] = (SA_SETUP, sa_setup(pad=1))
+    bp["sa_setup-clip-0"] = (SA_SETUP, sa_setup(clip=0.0))
+    bp["sa_setup-clip-nan"] = (SA_SETUP, sa_setup(clip=math.nan))
+    bp["sa_setup-weight-cap-inf"] = (SA_SETUP, sa_setup(weight_cap=math.inf))
+    bp["sa_setup-dp-clip-neg"] = (SA_SETUP, sa_setup(dp_clip=-1.0))
+    bp["sa_setup-dp-noise-nan"] = (SA_SETUP, sa_setup(dp_noise=math.nan))
+    bp["sa_masked-short-fixed"] = (SA_MASKED, sa_masked()[:31])
+    bp["sa_masked-flags-2"] = (SA_MASKED, sa_masked(flags=2))
+    bp["sa_masked-pad"] = (SA_MASKED, sa_masked(pad=1))
+    bp["sa_masked-count-more"] = (SA_MASKED, sa_masked(count=9))
+    bp["sa_masked-count-overflow"] = (SA_MASKED, sa_masked(count=2**62 + 8))
+    bp["sa_masked-ragged-tail"] = (SA_MASKED, sa_masked(tail=b"\1\2"))
+    bp["sa_masked-zero-examples"] = (SA_MASKED, sa_masked(n_examples=0))
+    bp["sa_masked-loss-nan"] = (SA_MASKED, sa_masked(loss=math.nan))
     for name, (mtype, payload) in bp.items():
         files["bad-payload-" + name] = seal(mtype, payload, sender=17)
     return files

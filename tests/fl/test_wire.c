@@ -143,6 +143,8 @@ static ef_status decode_as(ef_msg_type t, const ef_msg *m) {
     ef_update up;
     ef_eval_task ev;
     ef_eval_result er;
+    ef_sa_setup sa;
+    ef_sa_masked sm;
     uint32_t reason;
     switch (t) {
     case EF_MSG_CHECKIN: return ef_decode_checkin(m, &ci);
@@ -152,6 +154,9 @@ static ef_status decode_as(ef_msg_type t, const ef_msg *m) {
     case EF_MSG_EVAL: return ef_decode_eval(m, &ev);
     case EF_MSG_EVAL_RESULT: return ef_decode_eval_result(m, &er);
     case EF_MSG_LEAVE: return ef_decode_leave(m, &reason);
+    case EF_MSG_SA_SETUP: return ef_decode_sa_setup(m, &ta, &sa);
+    case EF_MSG_SA_MASKED: return ef_decode_sa_masked(m, &sm);
+    default: break; /* the other SecAgg+ payloads are the SecAgg+ machines' */
     }
     return EF_ERR_INTERNAL;
 }
@@ -169,6 +174,23 @@ static size_t good_payload(ef_msg_type t, uint8_t *p) {
     case EF_MSG_EVAL: return pl_eval(p, 1, hash);
     case EF_MSG_EVAL_RESULT: return pl_eval_result(p, 1, 10, 3.5, 9);
     case EF_MSG_LEAVE: ef__wr32(p, 3); return 4;
+    case EF_MSG_SA_SETUP: {
+        size_t n = pl_task(p, &task);
+        uint8_t *q = p + n;
+        memset(q, 0, 64);
+        ef__wr32(q, 2), ef__wr32(q + 4, 5), ef__wr32(q + 8, 4), ef__wr32(q + 12, 3);
+        ef__wr32(q + 16, 32), ef__wr32(q + 20, 1000), ef__wr32(q + 24, 1);
+        ef__wrf64(q + 32, 0.5), ef__wrf64(q + 40, 1000.0), ef__wrf64(q + 48, 2.0);
+        ef__wrf64(q + 56, 77.25);
+        return n + 64;
+    }
+    case EF_MSG_SA_MASKED:
+        memset(p, 0, EF_SA_MASKED_FIXED);
+        ef__wr32(p, 1), ef__wr32(p + 4, 5), ef__wrf32(p + 8, 0.25f), ef__wr32(p + 12, 3);
+        ef__wr32(p + 16, 1), ef__wr64(p + 24, 3);
+        for (int i = 0; i < 3; i++) ef__wr32(p + EF_SA_MASKED_FIXED + 4 * i, 0xDEADBEEFu + i);
+        return EF_SA_MASKED_FIXED + 12;
+    default: break;
     }
     return 0;
 }
@@ -432,7 +454,7 @@ static void test_envelope_rejects(void) {
     }
 
     /* unknown types, with a correct CRC so only the type check can catch them */
-    const int types[3] = {0, 8, 255};
+    const int types[3] = {0, 16, 255};
     for (int i = 0; i < 3; i++) {
         size_t l2;
         uint8_t *u = seal_msg((ef_msg_type)types[i], pl, plen, &l2);
@@ -520,12 +542,16 @@ static void test_every_bit_flip(void) {
 /* ---- malformed payloads ----------------------------------------------------- */
 
 /* Each decoder refuses every other type, even with a well-formed payload. */
+static int typed(int t) { return t <= EF_MSG_LEAVE || t == EF_MSG_SA_SETUP || t == EF_MSG_SA_MASKED; }
+
 static void test_wrong_type(void) {
     uint8_t pl[256];
-    for (int t = EF_MSG_CHECKIN; t <= EF_MSG_LEAVE; t++) {
+    for (int t = EF_MSG_CHECKIN; t <= EF_MSG_SA_REVEAL; t++) {
+        if (!typed(t)) continue;
         ef_msg m;
         uint8_t *b = envelope((ef_msg_type)t, pl, good_payload((ef_msg_type)t, pl), &m);
-        for (int d = EF_MSG_CHECKIN; d <= EF_MSG_LEAVE; d++) {
+        for (int d = EF_MSG_CHECKIN; d <= EF_MSG_SA_REVEAL; d++) {
+            if (!typed(d)) continue;
             if (d == t) {
                 CHECK_MSG(decode_as((ef_msg_type)d, &m) == EF_OK, "%s: %s",
                           ef_msg_type_name((ef_msg_type)d), ef_last_error());
@@ -547,7 +573,7 @@ static void test_payload_sizes(void) {
         size_t size;
     } fixed[] = {{EF_MSG_CHECKIN, 8},         {EF_MSG_TASK, EF_TASK_PAYLOAD},
                  {EF_MSG_EVAL, 8 + EF_HASH_BYTES}, {EF_MSG_EVAL_RESULT, 24},
-                 {EF_MSG_LEAVE, 4}};
+                 {EF_MSG_LEAVE, 4}, {EF_MSG_SA_SETUP, EF_SA_SETUP_PAYLOAD}};
     uint8_t pl[256];
     for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
         size_t good = good_payload(fixed[i].type, pl);
@@ -941,13 +967,60 @@ static void test_type_names(void) {
     CHECK(strcmp(ef_msg_type_name(EF_MSG_EVAL_RESULT), "eval_result") == 0);
     CHECK(strcmp(ef_msg_type_name(EF_MSG_LEAVE), "leave") == 0);
     CHECK(strcmp(ef_msg_type_name((ef_msg_type)0), "unknown") == 0);
-    CHECK(strcmp(ef_msg_type_name((ef_msg_type)8), "unknown") == 0);
+    CHECK(strcmp(ef_msg_type_name(EF_MSG_SA_SETUP), "sa_setup") == 0);
+    CHECK(strcmp(ef_msg_type_name(EF_MSG_SA_MASKED), "sa_masked") == 0);
+    CHECK(strcmp(ef_msg_type_name(EF_MSG_SA_REVEAL), "sa_reveal") == 0);
+    CHECK(strcmp(ef_msg_type_name((ef_msg_type)16), "unknown") == 0);
     CHECK(strcmp(ef_msg_type_name((ef_msg_type)255), "unknown") == 0);
     CHECK(strcmp(ef_msg_type_name((ef_msg_type)-1), "unknown") == 0);
 }
 
+/* SA_SETUP and SA_MASKED decode to what good_payload wrote; every field. */
+static void test_roundtrip_secagg(void) {
+    uint8_t pl[256];
+    ef_msg m;
+    uint8_t *b = envelope(EF_MSG_SA_SETUP, pl, good_payload(EF_MSG_SA_SETUP, pl), &m);
+    ef_task t;
+    ef_sa_setup sa;
+    CHECK_OK(ef_decode_sa_setup(&m, &t, &sa));
+    ef_task want = good_task();
+    CHECK(t.version == want.version && t.epochs == want.epochs && t.seed == want.seed);
+    CHECK(sa.index == 2 && sa.n == 5 && sa.k == 4 && sa.t == 3 && sa.bits == 32);
+    CHECK(sa.levels == 1000 && sa.dp_kind == 1);
+    CHECK(sa.clip == 0.5 && sa.weight_cap == 1000.0 && sa.dp_clip == 2.0 && sa.dp_noise == 77.25);
+    free(b);
+    /* each range check on its own */
+    static const struct {
+        int off;  /* offset in the SecAgg+ part */
+        int f64;  /* a double field */
+        double v;
+        const char *what;
+    } bad[] = {{0, 0, 5, "index == n"}, {4, 0, 1, "n == 1"},   {12, 0, 0, "t == 0"},
+               {16, 0, 0, "bits 0"},    {16, 0, 33, "bits 33"}, {20, 0, 0, "levels 0"},
+               {24, 0, 3, "dp kind 3"}, {28, 0, 1, "padding"},  {32, 1, 0.0, "clip 0"},
+               {32, 1, NAN, "clip NaN"}, {40, 1, -1.0, "weight cap < 0"},
+               {48, 1, INFINITY, "dp clip inf"}, {56, 1, -0.5, "dp noise < 0"}};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        size_t n = good_payload(EF_MSG_SA_SETUP, pl);
+        uint8_t *q = pl + EF_TASK_PAYLOAD + bad[i].off;
+        if (bad[i].f64) ef__wrf64(q, bad[i].v);
+        else ef__wr32(q, (uint32_t)bad[i].v);
+        b = envelope(EF_MSG_SA_SETUP, pl, n, &m);
+        CHECK_MSG(ef_decode_sa_setup(&m, &t, &sa) == EF_ERR_FORMAT, "%s accepted", bad[i].what);
+        free(b);
+    }
+    b = envelope(EF_MSG_SA_MASKED, pl, good_payload(EF_MSG_SA_MASKED, pl), &m);
+    ef_sa_masked sm;
+    CHECK_OK(ef_decode_sa_masked(&m, &sm));
+    CHECK(sm.version == 1 && sm.n_examples == 5 && sm.train_loss == 0.25f && sm.steps == 3);
+    CHECK(sm.flags == 1 && sm.n == 3 && sm.raw == m.payload + EF_SA_MASKED_FIXED);
+    CHECK(ef__rd32(sm.raw + 8) == 0xDEADBEEFu + 2);
+    free(b);
+}
+
 int main(void) {
     test_seal_layout();
+    test_roundtrip_secagg();
     test_roundtrip_checkin();
     test_roundtrip_model();
     test_roundtrip_task();

@@ -46,7 +46,7 @@ static uint8_t *slurp(const char *path, size_t *len) {
 /* The message type named at the start of s ("eval_result-..." -> 6), or 0. */
 static int type_of_name(const char *s) {
     size_t k = strcspn(s, "-.");
-    for (int t = EF_MSG_CHECKIN; t <= EF_MSG_LEAVE; t++) {
+    for (int t = EF_MSG_CHECKIN; t <= EF_MSG_SA_REVEAL; t++) {
         const char *name = ef_msg_type_name((ef_msg_type)t);
         if (strlen(name) == k && strncmp(s, name, k) == 0) return t;
     }
@@ -103,6 +103,26 @@ static ef_status decode_payload(const ef_msg *m, const char *file) {
         st = ef_decode_leave(m, &reason);
         break;
     }
+    case EF_MSG_SA_SETUP: {
+        ef_task t;
+        ef_sa_setup sa;
+        if ((st = ef_decode_sa_setup(m, &t, &sa)) == EF_OK)
+            CHECK_MSG(sa.index < sa.n && sa.bits >= 1 && sa.bits <= 32 && sa.clip > 0,
+                      "%s: secure aggregation settings", file);
+        break;
+    }
+    case EF_MSG_SA_MASKED: {
+        ef_sa_masked sm;
+        if ((st = ef_decode_sa_masked(m, &sm)) == EF_OK)
+            CHECK_MSG(sm.raw == m->payload + EF_SA_MASKED_FIXED &&
+                          sm.n * 4 + EF_SA_MASKED_FIXED == m->payload_len,
+                      "%s: masked update of %llu words in %zu bytes", file,
+                      (unsigned long long)sm.n, m->payload_len);
+        break;
+    }
+    default: /* the other SecAgg+ payloads are checked by the SecAgg+ machines */
+        st = EF_OK;
+        break;
     }
     return st;
 }
@@ -123,7 +143,7 @@ int main(void) {
     CHECK_MSG(n > 0, "%s: %s", CORPUS, n < 0 ? "cannot read the folder" : "no files");
     if (n <= 0) return tu_finish("test_wire_corpus");
 
-    int valid_of_type[EF_MSG_LEAVE + 1] = {0};
+    int valid_of_type[EF_MSG_SA_REVEAL + 1] = {0};
     int n_valid = 0, n_bad_env = 0, n_bad_payload = 0, n_bad_other = 0;
     for (int i = 0; i < n; i++) {
         const char *name = names[i]->d_name;
@@ -202,9 +222,10 @@ int main(void) {
     }
     free(names);
 
-    for (int t = EF_MSG_CHECKIN; t <= EF_MSG_LEAVE; t++)
-        CHECK_MSG(valid_of_type[t] > 0, "no valid %s message in the corpus",
-                  ef_msg_type_name((ef_msg_type)t));
+    for (int t = EF_MSG_CHECKIN; t <= EF_MSG_SA_REVEAL; t++)
+        if (t <= EF_MSG_LEAVE || t == EF_MSG_SA_SETUP || t == EF_MSG_SA_MASKED)
+            CHECK_MSG(valid_of_type[t] > 0, "no valid %s message in the corpus",
+                      ef_msg_type_name((ef_msg_type)t));
     CHECK_MSG(n_bad_env > 0 && n_bad_payload > 0, "the corpus lacks bad-env-* or bad-payload-*");
     printf("%s: %d valid, %d bad-env, %d bad-payload, %d other bad files\n", CORPUS, n_valid,
            n_bad_env, n_bad_payload, n_bad_other);
