@@ -56,4 +56,67 @@ void ef__drbg_wipe(ef__drbg *g);
  * start: the bulk form of a fresh DRBG's output, used to expand masks. */
 void ef__chacha_stream(void *out, size_t n, const uint8_t key[32], uint64_t stream);
 
+/* ---- Shamir t-of-n secret sharing over GF(p), p = 2^61 - 1 (shamir.c) ----- */
+
+/* A 32-byte secret (a SecAgg+ self-mask seed or key-agreement secret key) is
+ * cut into 5 chunks of 7, 7, 7, 7 and 4 little-endian bytes, each < 2^56 < p,
+ * and every chunk is shared with its own random polynomial; a share holds one
+ * polynomial value per chunk at the same point x. Shamir, "How to share a
+ * secret", CACM 22(11), 1979. All arithmetic is portable 64-bit C (no
+ * __int128). It is not constant-time (modular reductions and the final range
+ * check branch on values): only someone timing the splitting client or the
+ * recovering server could learn from it. */
+
+#define EF__SS_SECRET 32 /* bytes of a shared secret */
+#define EF__SS_CHUNKS 5  /* field elements per secret: 7 bytes each (the last 4) */
+#define EF__SS_SHARE_BYTES (4 + 8 * EF__SS_CHUNKS) /* x as u32 LE, then y[] as u64 LE */
+#define EF__GF61_P ((uint64_t)0x1FFFFFFFFFFFFFFF) /* 2^61 - 1, a Mersenne prime */
+
+typedef struct ef__ss_share {
+    uint32_t x;                /* evaluation point: any nonzero u32 (all are < p); never 0 */
+    uint64_t y[EF__SS_CHUNKS]; /* one polynomial value per chunk, each < p */
+} ef__ss_share;
+
+/* Field arithmetic mod p = 2^61 - 1 on canonical values (< p); results are
+ * canonical. ef__gf61_mul splits its operands into 32-bit halves, so it needs
+ * only 64-bit integers. ef__gf61_inv(a) is a^(p-2) (Fermat), the inverse of
+ * a != 0; ef__gf61_inv(0) returns 0. */
+uint64_t ef__gf61_add(uint64_t a, uint64_t b);
+uint64_t ef__gf61_sub(uint64_t a, uint64_t b);
+uint64_t ef__gf61_mul(uint64_t a, uint64_t b);
+uint64_t ef__gf61_inv(uint64_t a);
+
+/* Splits `secret` into n shares, any t of which recover it (1 <= t <= n),
+ * evaluating random degree-(t-1) polynomials (coefficients uniform in [0, p),
+ * drawn from rng) at the distinct nonzero points xs[0..n). out[0..n)
+ * receives the shares (caller-owned; share i is at xs[i]). The coefficients
+ * live in one temporary heap block that is wiped before it is freed.
+ * Returns EF_OK; EF_ERR_INVALID for NULL pointers, t < 1, n < t, or a zero
+ * or repeated x (out and rng untouched); EF_ERR_NOMEM if the coefficient
+ * block cannot be allocated. Cost: O(n^2) to check the points plus
+ * O(5 n t) field multiplications. */
+ef_status ef__shamir_split(const uint8_t secret[EF__SS_SECRET], int t, int n,
+                           const uint32_t *xs, ef__drbg *rng, ef__ss_share *out);
+
+/* Recovers the secret from shares[0..m), m >= t, by Lagrange interpolation
+ * at 0 through the first t shares. Every one of the m shares is checked
+ * first: a bad or duplicated share is an error, not skipped (a caller that
+ * wants to drop bad shares filters them before the call). The extra m - t
+ * shares are not interpolated. Returns EF_OK and writes `secret`; on error
+ * `secret` is untouched: EF_ERR_INVALID for NULL pointers, t < 1 or m < t;
+ * EF_ERR_FORMAT for a zero x, a repeated x, a y >= p, or a recovered chunk
+ * that does not fit its 7 (last: 4) bytes -- what shares from different
+ * secrets, or corrupted ones, give with probability 1 - 2^-5 per 7-byte
+ * chunk and 1 - 2^-29 for the last. Intermediates are wiped on every path. */
+ef_status ef__shamir_combine(const ef__ss_share *shares, int m, int t,
+                             uint8_t secret[EF__SS_SECRET]);
+
+/* Serializes a share: x as u32 little-endian, then y[0..5) as u64
+ * little-endian (EF__SS_SHARE_BYTES bytes). */
+void ef__ss_share_pack(uint8_t out[EF__SS_SHARE_BYTES], const ef__ss_share *s);
+
+/* Parses a packed share into *s. Returns EF_OK, or EF_ERR_FORMAT (and *s
+ * untouched) if x == 0 or any y >= p (a corrupted share). */
+ef_status ef__ss_share_unpack(ef__ss_share *s, const uint8_t in[EF__SS_SHARE_BYTES]);
+
 #endif /* EDGEFL_PRIVACY_INTERNAL_H */
