@@ -119,4 +119,24 @@ void ef__ss_share_pack(uint8_t out[EF__SS_SHARE_BYTES], const ef__ss_share *s);
  * untouched) if x == 0 or any y >= p (a corrupted share). */
 ef_status ef__ss_share_unpack(ef__ss_share *s, const uint8_t in[EF__SS_SHARE_BYTES]);
 
+/* ---- masks (mask.c) ------------------------------------------------------- */
+
+/* Words of keystream generated per libsodium call in ef__mask_apply (a
+ * multiple of 16, so every chunk starts on a ChaCha20 block boundary). */
+#define EF__MASK_CHUNK_WORDS 4096
+
+/* Adds (sign > 0) or subtracts (sign < 0) a pseudorandom mask in place:
+ * v[i] = (v[i] + sign * prg[i]) & mod_mask for i < d, where prg is the
+ * little-endian uint32 sequence of ef__chacha_stream(key = seed, stream).
+ * sign is +1 or -1 (any negative value subtracts, anything else adds).
+ * The keystream is generated EF__MASK_CHUNK_WORDS words at a time into a
+ * stack buffer that is wiped before returning (no allocation of d words).
+ * v[0..d) is caller-owned; d == 0 does nothing. */
+void ef__mask_apply(uint32_t *v, size_t d, const uint8_t seed[32], uint64_t stream,
+                    int sign, uint32_t mod_mask);
+
+/* mod_mask for a modulus 2^bits, 1 <= bits <= 32: 2^bits - 1. Returns 0 for
+ * bits outside 1..32 (callers validate bits first; ef__quant_init does). */
+uint32_t ef__mod_mask(int bits);
+
 #endif /* EDGEFL_PRIVACY_INTERNAL_H */
