@@ -139,4 +139,47 @@ void ef__mask_apply(uint32_t *v, size_t d, const uint8_t seed[32], uint64_t stre
  * bits outside 1..32 (callers validate bits first; ef__quant_init does). */
 uint32_t ef__mod_mask(int bits);
 
+/* ---- quantizer for masked sums (quant.c) ---------------------------------- */
+
+typedef struct ef__quant {
+    double clip;     /* R: every coordinate is clipped to [-R, R] */
+    uint32_t levels; /* L: a coordinate maps to an integer in [0, L] */
+    int bits;        /* b: sums are taken mod 2^b */
+} ef__quant;
+
+/* Largest number of levels ef__quant_init chooses: float32 has a 24-bit
+ * significand, so a finer grid than 2R / 2^24 would not be visible in the
+ * float coordinates it quantizes. */
+#define EF__QUANT_MAX_LEVELS ((uint32_t)1 << 24)
+
+/* Fills *q with clip R = clip, bits b = bits and L = the largest value with
+ * max_summands * L <= 2^bits - 1 (so the sum of up to max_summands quantized
+ * vectors never wraps mod 2^bits), capped at EF__QUANT_MAX_LEVELS. Returns
+ * EF_OK; EF_ERR_INVALID if q is NULL, clip is not finite or <= 0, bits is
+ * outside 1..32 or max_summands == 0; EF_ERR_RANGE if L < 1 (more summands
+ * than 2^bits - 1). On error *q is untouched. */
+ef_status ef__quant_init(ef__quant *q, double clip, int bits, uint32_t max_summands);
+
+/* Quantizes x[0..d) into out[0..d) (both caller-owned, not overlapping): with
+ * u = (clamp(scale * x[i], -R, R) + R) / (2R) * L, out[i] = floor(u) + 1 with
+ * probability frac(u) and floor(u) otherwise (stochastic rounding), so
+ * E[out[i]] = u (to the 2^-31 resolution below), and out[i] is in [0, L]. Infinities clip to the
+ * ends of the range; a NaN (also scale * x = 0 * inf) maps to the midpoint
+ * u = L / 2, stochastically rounded, i.e. to 0 in expectation after
+ * dequantization. Consumes exactly 4 bytes of rng per coordinate, drawn in
+ * blocks of 1024 coordinates into a stack buffer that is wiped before
+ * returning; 31 of the 32 bits are used (r uniform in [0, 2^31) rounds up
+ * iff r < frac(u) * 2^31: a probability bias below 2^-31). q must come from
+ * ef__quant_init. */
+void ef__quantize(uint32_t *out, const float *x, size_t d, double scale, const ef__quant *q,
+                  ef__drbg *rng);
+
+/* The sum of n_summed dequantized vectors from their integer sum (already
+ * reduced mod 2^bits and assumed not to have wrapped, n_summed <= the
+ * max_summands q was made for): out[i] = sum[i] * 2R / L - n_summed * R,
+ * computed in double and rounded once to float. out[0..d) and sum[0..d) are
+ * caller-owned and may not overlap. */
+void ef__dequantize_sum(float *out, const uint32_t *sum, size_t d, uint32_t n_summed,
+                        const ef__quant *q);
+
 #endif /* EDGEFL_PRIVACY_INTERNAL_H */
