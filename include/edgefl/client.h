@@ -50,6 +50,11 @@ typedef struct ef_client_config {
     uint32_t id;          /* below EF_BROADCAST_ID */
     uint32_t n_train, n_eval;
     size_t n_params;      /* model size the client expects */
+    /* Simulation only: derive the secure-aggregation keys, masks and
+     * rounding noise from the task's seed, so runs repeat exactly. Anyone who
+     * knows the seed knows the secrets: never in a deployment (0: the
+     * operating system's randomness). */
+    int deterministic_secrets;
 } ef_client_config;
 
 typedef struct ef_client ef_client;

@@ -39,6 +39,8 @@ typedef struct ef_round_record {
     double staleness_mean;   /* asynchronous mode: model versions behind */
     uint32_t staleness_max;
     double epsilon;          /* differential privacy spent so far (NaN without DP) */
+    char note[160];          /* why a round did not aggregate, e.g. a secure aggregation
+                              * abort; "" otherwise */
 } ef_round_record;
 
 /* Run-level facts shown at the top of the report and in the final JSON. */

@@ -15,6 +15,13 @@
  * fed_eval_every = k, every k-th round is followed by a federated
  * evaluation on fed_eval_clients clients' held-out data.
  *
+ * With secure aggregation each selected client gets an SA_SETUP message
+ * instead of a TASK and the round runs the four SecAgg+ stages (keys,
+ * shares, masked updates, unmasking; see docs/privacy.md); a stage closes
+ * when every participant still in has answered, or at its timeout (the
+ * masked-update stage at the round deadline). Fewer than the threshold
+ * left at any stage aborts the round: the model stays as it was.
+ *
  * Asynchronous mode (FedBuff, Nguyen et al. 2022): clients_per_round
  * clients train at all times; each update is weighted by
  * (1 + staleness)^-staleness_exponent (staleness: model versions since its
@@ -52,7 +59,22 @@ typedef struct ef_server_config {
     uint32_t fed_eval_clients;   /* clients asked per federated evaluation */
     uint64_t seed;               /* client selection and per-task training seeds */
     size_t max_message;          /* largest payload accepted (0: model size + 1 KiB) */
+    /* Secure aggregation (synchronous rounds, mean-based strategies): 0 off;
+     * EF_SECAGG_PLUS: SecAgg+, the server learns only the quantized sum;
+     * EF_SECAGG_PLAIN: the same clipping, weighting and quantization with no
+     * masks (a baseline: the same clients give the same sum bit for bit). */
+    int secagg;
+    uint32_t secagg_neighbors;   /* neighbours per client; 0: 2 ceil(log2 n) (n - 1: classic) */
+    uint32_t secagg_threshold;   /* shares to recover a secret; 0: a majority of k + 1 */
+    int secagg_bits;             /* sums mod 2^bits, 1..32 (default 32) */
+    double secagg_clip;          /* coordinates clipped to [-clip, clip] (default 1) */
+    double secagg_weight_cap;    /* weight min(n_examples, cap) / cap (default 1000) */
+    double secagg_stage_timeout_s; /* wait per key/share/unmask stage; 0: deadline_s or 60 */
 } ef_server_config;
+
+#define EF_SECAGG_OFF 0
+#define EF_SECAGG_PLUS 1
+#define EF_SECAGG_PLAIN 2
 
 /* Sensible defaults: 10 clients per round, no over-selection, no deadline,
  * 1 epoch, batch 32, lr 0.05, FedBuff K = 10, staleness bound 10, 0.5. */

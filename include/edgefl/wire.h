@@ -135,6 +135,7 @@ typedef struct ef_sa_setup {
     uint32_t bits;       /* sums mod 2^bits */
     uint32_t levels;     /* quantization levels L over [-clip, clip] */
     uint32_t dp_kind;    /* distributed noise: 0 none, 1 Skellam, 2 discrete Gaussian */
+    uint32_t flags;      /* EF_SA_FLAG_NO_MASK: the unmasked baseline */
     double clip;         /* per-coordinate clipping range R */
     double weight_cap;   /* an update's weight is min(n_examples, weight_cap) / weight_cap */
     double dp_clip;      /* L2 clipping norm of the update (0: none) */
@@ -174,7 +175,7 @@ EF_API ef_status ef_decode_eval_result(const ef_msg *m, ef_eval_result *out);
 EF_API ef_status ef_decode_leave(const ef_msg *m, uint32_t *reason);
 /* SA_SETUP: a TASK payload, then the SecAgg+ settings (checked for range:
  * index < n, 2 <= n, 1 <= t, 1 <= bits <= 32, levels >= 1, finite positive
- * clip and weight cap, dp_kind known, dp values finite and >= 0). */
+ * clip and weight cap, dp_kind and flags known, dp values finite and >= 0). */
 EF_API ef_status ef_decode_sa_setup(const ef_msg *m, ef_task *task, ef_sa_setup *out);
 EF_API ef_status ef_decode_sa_masked(const ef_msg *m, ef_sa_masked *out);
 
@@ -187,6 +188,7 @@ EF_API void ef_wire_floats(float *out, const uint8_t *raw, size_t n);
 #define EF_UPDATE_FIXED 32
 #define EF_SA_SETUP_PAYLOAD (EF_TASK_PAYLOAD + 64)
 #define EF_SA_MASKED_FIXED 32
+#define EF_SA_FLAG_NO_MASK 1u
 
 /* ---- reference-counted message buffers and outboxes --------------------- */
 

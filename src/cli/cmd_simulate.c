@@ -32,6 +32,9 @@ static const char *DESC =
 typedef struct sim_opts {
     const char *config, *dataset, *data_dir, *model, *partition, *strategy, *profile;
     const char *metrics, *report, *out, *flops, *down, *up, *latency, *trace, *partition_out;
+    const char *secagg;
+    int sa_neighbors, sa_threshold, sa_bits;
+    double sa_clip, sa_weight_cap, sa_timeout;
     int clients, min_per_client, rounds, cpr, min_updates, async, buffer_k, max_staleness;
     int epochs, batch, eval_every, eval_limit, limit, fed_eval_every, fed_eval_clients, threads;
     int krum_f, multikrum_m, json, quiet, metrics_wall;
@@ -93,6 +96,7 @@ static void on_round(void *user, const ef_sim_progress *p) {
                       r->round, p->rounds, r->selected, r->completed, r->dropped, r->late, loss,
                       acc, up, down, r->sim_end - r->sim_start, r->sim_end, p->wall_s, eta);
     cli_progress_done(&rs->prog);
+    if (r->note[0] && !rs->prog.quiet) fprintf(stderr, "  round %u: %s\n", r->round, r->note);
 }
 
 /* Writes {"n_clients": N, "clients": [[indices of client 0], ...]}; 0 on success. */
@@ -151,6 +155,15 @@ static int build_config(const sim_opts *o, ef_sim_config *c) {
     s->fed_eval_every = (uint32_t)o->fed_eval_every;
     s->fed_eval_clients = (uint32_t)o->fed_eval_clients;
     s->seed = o->seed;
+    s->secagg = strcmp(o->secagg, "on") == 0      ? EF_SECAGG_PLUS
+                : strcmp(o->secagg, "plain") == 0 ? EF_SECAGG_PLAIN
+                                                  : EF_SECAGG_OFF;
+    s->secagg_neighbors = (uint32_t)o->sa_neighbors;
+    s->secagg_threshold = (uint32_t)o->sa_threshold;
+    s->secagg_bits = o->sa_bits;
+    s->secagg_clip = o->sa_clip;
+    s->secagg_weight_cap = o->sa_weight_cap;
+    s->secagg_stage_timeout_s = o->sa_timeout;
     if ((st = ef_device_profile_builtin(o->profile, &c->profile)) != EF_OK) goto bad;
     if (o->flops && (st = ef_dist_parse(o->flops, &c->profile.flops)) != EF_OK) goto bad;
     if (o->down && (st = ef_dist_parse(o->down, &c->profile.down_bps)) != EF_OK) goto bad;
@@ -191,6 +204,14 @@ static cJSON *config_json(const sim_opts *o, const ef_sim_config *c) {
         cJSON_AddNumberToObject(j, "buffer-k", c->server.buffer_k);
         cJSON_AddNumberToObject(j, "max-staleness", c->server.max_staleness);
     }
+    cJSON_AddStringToObject(j, "secagg", o->secagg);
+    if (c->server.secagg) {
+        cJSON_AddNumberToObject(j, "secagg-neighbors", c->server.secagg_neighbors);
+        cJSON_AddNumberToObject(j, "secagg-threshold", c->server.secagg_threshold);
+        cJSON_AddNumberToObject(j, "secagg-bits", c->server.secagg_bits);
+        cJSON_AddNumberToObject(j, "secagg-clip", c->server.secagg_clip);
+        cJSON_AddNumberToObject(j, "secagg-weight-cap", c->server.secagg_weight_cap);
+    }
     cJSON_AddNumberToObject(j, "local-epochs", c->server.local_epochs);
     cJSON_AddNumberToObject(j, "batch", c->server.batch);
     cJSON_AddNumberToObject(j, "lr", o->lr);
@@ -211,7 +232,8 @@ int cmd_simulate(int argc, char **argv) {
                   .krum_f = -1, .multikrum_m = -1, .overselect = 1.0, .staleness_exp = 0.5,
                   .lr = 0.05, .server_lr = 0, .server_momentum = -1, .beta1 = -1, .beta2 = -1,
                   .prox_mu = -1, .trim_beta = -1, .availability = -1, .dropout = -1,
-                  .offline = -1, .attack_scale = 1.0, .seed = 1, .min_per_client = 1};
+                  .offline = -1, .attack_scale = 1.0, .seed = 1, .min_per_client = 1,
+                  .secagg = "off", .sa_bits = 32, .sa_clip = 1.0, .sa_weight_cap = 1000.0};
     cli_opt opts[] = {
         {"config", CLI_STR, &o.config, "FILE", "JSON object of options (keys = option names)", 0, 0, NULL, 0},
         {"dataset", CLI_CHOICE, &o.dataset, NULL, "dataset (default fashion-mnist)", 0, 0, "fashion-mnist", 0},
@@ -241,6 +263,13 @@ int cmd_simulate(int argc, char **argv) {
         {"buffer-k", CLI_INT, &o.buffer_k, "K", "--async: updates per aggregation (default 10)", 1, 1000000, NULL, 0},
         {"max-staleness", CLI_INT, &o.max_staleness, "S", "--async: refuse staler updates (default 10)", 0, 1000000, NULL, 0},
         {"staleness-exponent", CLI_FLOAT, &o.staleness_exp, "E", "--async: weight (1+s)^-E (default 0.5)", 0, 10, NULL, 0},
+        {"secagg", CLI_CHOICE, &o.secagg, "MODE", "secure aggregation: off, on (SecAgg+), plain (same quantized sum, no masks) (default off)", 0, 0, "off|on|plain", 0},
+        {"secagg-neighbors", CLI_INT, &o.sa_neighbors, "K", "SecAgg+ neighbours per client, even (default 2 ceil(log2 n); n-1: classic SecAgg)", 0, 1000000, NULL, 0},
+        {"secagg-threshold", CLI_INT, &o.sa_threshold, "T", "shares needed to recover a secret (default a majority of K+1)", 0, 1000000, NULL, 0},
+        {"secagg-bits", CLI_INT, &o.sa_bits, "B", "sums mod 2^B (default 32)", 1, 32, NULL, 0},
+        {"secagg-clip", CLI_FLOAT, &o.sa_clip, "R", "clip each update coordinate to [-R, R] before quantizing (default 1)", 1e-9, 1e9, NULL, 0},
+        {"secagg-weight-cap", CLI_FLOAT, &o.sa_weight_cap, "W", "an update counts min(examples, W) / W (default 1000)", 1, 1e12, NULL, 0},
+        {"secagg-timeout", CLI_FLOAT, &o.sa_timeout, "S", "simulated seconds to wait at each key/share/unmask stage (default: --deadline or 60)", 0, 1e9, NULL, 0},
         {"local-epochs", CLI_INT, &o.epochs, "E", "client epochs per task (default 1)", 1, 1000, NULL, 0},
         {"batch", CLI_INT, &o.batch, "B", "client batch size (default 32)", 1, 4096, NULL, 0},
         {"lr", CLI_FLOAT, &o.lr, "X", "client learning rate (default 0.05)", 1e-9, 100, NULL, 0},

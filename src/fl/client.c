@@ -10,6 +10,7 @@
 #include "core/core_internal.h"
 #include "edgefl/client.h"
 #include "fl_internal.h"
+#include "privacy/secagg_internal.h"
 
 struct ef_client {
     ef_client_config cfg;
@@ -18,6 +19,11 @@ struct ef_client {
     ef_buf *model;           /* MODEL message kept until a task uses it */
     uint32_t model_version;
     uint8_t model_hash[EF_HASH_BYTES];
+    /* secure aggregation task in progress */
+    ef_sa_client *sa;       /* NULL: none, or plain mode */
+    ef_task sa_task;
+    ef_sa_setup sa_set;
+    uint32_t sa_round;
 };
 
 ef_status ef_client_new(ef_client **out, const ef_client_config *cfg, const ef_trainer *trainer) {
@@ -36,6 +42,7 @@ ef_status ef_client_new(ef_client **out, const ef_client_config *cfg, const ef_t
 
 void ef_client_free(ef_client *c) {
     if (!c) return;
+    ef_sa_client_free(c->sa);
     ef_buf_unref(c->model);
     ef_free(c);
 }
@@ -45,6 +52,8 @@ uint32_t ef_client_id(const ef_client *c) { return c->cfg.id; }
 void ef_client_forget(ef_client *c) {
     ef_buf_unref(c->model);
     c->model = NULL;
+    ef_sa_client_free(c->sa);
+    c->sa = NULL;
 }
 
 static ef_status send_small(ef_client *c, ef_msg_type type, uint32_t round, const uint8_t *payload,
@@ -145,6 +154,130 @@ static ef_status on_task(ef_client *c, const ef_msg *m, int worker, ef_outbox *o
     return EF_OK;
 }
 
+/* ---- secure aggregation ----------------------------------------------------- */
+
+/* 32 key bytes for `label` from the task seed (deterministic_secrets), or
+ * NULL for the operating system's randomness. */
+static const uint8_t *task_key(const ef_client *c, const char *label, uint8_t key[32]) {
+    if (!c->cfg.deterministic_secrets) return NULL;
+    ef__drbg_key_from_seed(key, c->sa_task.seed, label);
+    return key;
+}
+
+/* Trains, then sends the quantized, masked update (SA_MASKED); fwd/fwd_len:
+ * the server's FORWARD payload. */
+static ef_status sa_train_and_send(ef_client *c, uint32_t round, const uint8_t *fwd,
+                                   size_t fwd_len, int worker, ef_outbox *out) {
+    size_t n = c->cfg.n_params;
+    ef_status st;
+    float *delta = ef_malloc((n ? n : 1) * sizeof *delta);
+    ef_buf *b = ef_buf_new(EF_WIRE_HEADER + EF_SA_MASKED_FIXED + n * 4);
+    float *copy = NULL;
+    const float *global = delta && b ? model_floats(c, &copy) : NULL;
+    if (!global) {
+        ef_free(delta);
+        ef_buf_unref(b);
+        return EF_ERR_NOMEM;
+    }
+    ef_fit_result r = {0};
+    st = c->tr.fit(c->tr.user, worker, c->cfg.id, global, n, &c->sa_task, delta, &r);
+    ef_free(copy);
+    if (st == EF_OK && r.n_examples == 0)
+        st = ef__fail(EF_ERR_STATE, "client %u: trained on no examples", c->cfg.id);
+    uint8_t *p = b->data + EF_WIRE_HEADER;
+    /* the words sit at buffer + 72: 4-byte aligned */
+    uint32_t *words = (uint32_t *)(void *)(p + EF_SA_MASKED_FIXED);
+    if (st == EF_OK) {
+        ef__quant q = {.clip = c->sa_set.clip, .levels = c->sa_set.levels, .bits = (int)c->sa_set.bits};
+        double cap = c->sa_set.weight_cap;
+        double ratio = (r.n_examples < cap ? r.n_examples : cap) / cap;
+        uint8_t key[32];
+        ef__drbg g;
+        const uint8_t *k = task_key(c, "edgefl-secagg-rounding", key);
+        if (k) ef__drbg_seed(&g, k, c->cfg.id);
+        else st = ef__drbg_seed_random(&g);
+        if (st == EF_OK) ef__quantize(words, delta, n, ratio, &q, &g);
+        ef__drbg_wipe(&g);
+        sodium_memzero(key, sizeof key);
+    }
+    if (st == EF_OK) st = ef_sa_client_mask(c->sa, fwd, fwd_len, words, words);
+    sodium_memzero(delta, (n ? n : 1) * sizeof *delta);
+    ef_free(delta);
+    if (st != EF_OK) {
+        ef_buf_unref(b);
+        ef_client_forget(c);
+        return st;
+    }
+#if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+    for (size_t i = 0; i < n; i++) ef__wr32(p + EF_SA_MASKED_FIXED + 4 * i, words[i]);
+#endif
+    ef__wr32(p, c->sa_task.version);
+    ef__wr32(p + 4, r.n_examples);
+    ef__wrf32(p + 8, r.train_loss);
+    ef__wr32(p + 12, r.steps);
+    ef__wr32(p + 16, 0);
+    ef__wr32(p + 20, 0);
+    ef__wr64(p + 24, n);
+    ef_wire_seal(b->data, EF_MSG_SA_MASKED, c->cfg.job, round, c->cfg.id, ++c->seq,
+                 EF_SA_MASKED_FIXED + n * 4);
+    if ((st = ef_outbox_push(out, EF_SERVER_ID, EF_MSG_SA_MASKED, b)) != EF_OK) {
+        ef_buf_unref(b);
+        return st;
+    }
+    ef_buf_unref(c->model); /* done with it; the SecAgg+ state stays for unmasking */
+    c->model = NULL;
+    return EF_OK;
+}
+
+static ef_status on_sa_setup(ef_client *c, const ef_msg *m, ef_outbox *out) {
+    ef_task t;
+    ef_sa_setup set;
+    ef_status st = ef_decode_sa_setup(m, &t, &set);
+    if (st) return st;
+    if ((st = need_model(c, t.version, t.hash)) != EF_OK) return st;
+    ef_sa_client_free(c->sa);
+    c->sa = NULL;
+    c->sa_task = t;
+    c->sa_set = set;
+    c->sa_round = m->round;
+    ef_sa_params p = {.n = set.n, .k = set.k, .t = set.t, .bits = (int)set.bits,
+                      .d = c->cfg.n_params, .round = (c->cfg.job << 32) ^ m->round,
+                      .no_mask = (set.flags & EF_SA_FLAG_NO_MASK) != 0};
+    uint8_t key[32], adv[2 * EF_SA_PK_BYTES];
+    st = ef_sa_client_new(&c->sa, &p, set.index, task_key(c, "edgefl-secagg-keys", key));
+    sodium_memzero(key, sizeof key);
+    if (st == EF_OK) st = ef_sa_client_advertise(c->sa, adv);
+    if (st == EF_OK) st = send_small(c, EF_MSG_SA_ADVERTISE, m->round, adv, sizeof adv, out);
+    if (st != EF_OK) ef_client_forget(c);
+    return st;
+}
+
+/* KEYS, FORWARD and UNMASK of the open SecAgg+ task. */
+static ef_status on_sa_stage(ef_client *c, const ef_msg *m, int worker, ef_outbox *out) {
+    if (!c->sa || m->round != c->sa_round)
+        return ef__fail(EF_ERR_STATE, "client %u: %s for round %u without a secure aggregation "
+                                      "task", c->cfg.id, ef_msg_type_name(m->type), m->round);
+    uint8_t *pl = NULL;
+    size_t plen = 0;
+    ef_status st;
+    switch (m->type) {
+    case EF_MSG_SA_KEYS:
+        st = ef_sa_client_share(c->sa, m->payload, m->payload_len, &pl, &plen);
+        if (st == EF_OK) st = send_small(c, EF_MSG_SA_SHARES, m->round, pl, plen, out);
+        break;
+    case EF_MSG_SA_FORWARD:
+        if (!c->model)
+            return ef__fail(EF_ERR_STATE, "client %u: shares forwarded but no model held", c->cfg.id);
+        return sa_train_and_send(c, m->round, m->payload, m->payload_len, worker, out);
+    default: /* EF_MSG_SA_UNMASK */
+        st = ef_sa_client_unmask(c->sa, m->payload, m->payload_len, &pl, &plen);
+        if (st == EF_OK) st = send_small(c, EF_MSG_SA_REVEAL, m->round, pl, plen, out);
+        break;
+    }
+    ef_free(pl);
+    return st;
+}
+
 static ef_status on_eval(ef_client *c, const ef_msg *m, int worker, ef_outbox *out) {
     ef_eval_task e;
     ef_status st = ef_decode_eval(m, &e);
@@ -173,8 +306,13 @@ static ef_status on_eval(ef_client *c, const ef_msg *m, int worker, ef_outbox *o
 ef_status ef_client_handle(ef_client *c, ef_buf *buf, int worker, ef_outbox *out) {
     ef_msg m;
     size_t max_payload = EF_MODEL_FIXED + c->cfg.n_params * 4;
-    /* a TASK (64 bytes) is larger than the MODEL of a model under 12 floats */
-    if (max_payload < EF_TASK_PAYLOAD) max_payload = EF_TASK_PAYLOAD;
+    /* a TASK (64 bytes) is larger than the MODEL of a model under 12 floats;
+     * SecAgg+ key and share lists grow with the neighbourhood */
+    if (max_payload < EF_SA_SETUP_PAYLOAD) max_payload = EF_SA_SETUP_PAYLOAD;
+    if (c->sa) {
+        size_t sa_max = 8 + (size_t)c->sa_set.n * (4 + EF_SA_CT_BYTES);
+        if (max_payload < sa_max) max_payload = sa_max;
+    }
     ef_status st = ef_wire_decode(buf->data, buf->len, max_payload, &m);
     if (st) return st;
     if (m.job != c->cfg.job || m.sender != EF_SERVER_ID)
@@ -193,6 +331,10 @@ ef_status ef_client_handle(ef_client *c, ef_buf *buf, int worker, ef_outbox *out
         return EF_OK;
     }
     case EF_MSG_TASK: return on_task(c, &m, worker, out);
+    case EF_MSG_SA_SETUP: return on_sa_setup(c, &m, out);
+    case EF_MSG_SA_KEYS:
+    case EF_MSG_SA_FORWARD:
+    case EF_MSG_SA_UNMASK: return on_sa_stage(c, &m, worker, out);
     case EF_MSG_EVAL: return on_eval(c, &m, worker, out);
     default:
         return ef__fail(EF_ERR_STATE, "client %u: a client does not accept %s messages",

@@ -14,6 +14,7 @@
 #include "edgefl/rng.h"
 #include "edgefl/server.h"
 #include "fl_internal.h"
+#include "privacy/secagg_internal.h"
 
 typedef enum cstate { C_OFFLINE = 0, C_IDLE, C_TRAINING, C_EVALUATING } cstate;
 
@@ -24,9 +25,24 @@ typedef struct client_rec {
     uint32_t task_round;    /* round (sync) of the current task */
     uint32_t task_version;  /* model version of the current task */
     double task_deadline;   /* async: when the task times out */
+    uint32_t sa_index;      /* secure aggregation: participant index in its round */
 } client_rec;
 
-typedef enum phase { P_WAIT = 0, P_TRAIN, P_EVAL, P_DONE } phase;
+typedef enum phase { P_WAIT = 0, P_TRAIN, P_EVAL, P_DONE, P_SA } phase;
+
+/* A secure-aggregation round in progress. */
+typedef struct sa_round {
+    ef_sa_server *srv;  /* the SecAgg+ server machine (masks off in EF_SECAGG_PLAIN) */
+    ef_sa_params p;
+    ef__quant q;
+    int stage;          /* 1 keys, 2 shares, 3 masked updates, 4 unmasking */
+    uint32_t *part;     /* (n) client index of participant i */
+    uint8_t *heard;     /* (n) answered the current stage */
+    uint8_t *gone;      /* (n) left or restarted: will not answer again */
+    double *ratio;      /* (n) weight of participant i's update */
+    uint32_t waiting;   /* participants still in that have not answered this stage */
+    uint32_t *words;    /* (d) aligned copy of a masked update */
+} sa_round;
 
 struct ef_server {
     ef_server_config cfg;
@@ -60,6 +76,7 @@ struct ef_server {
     size_t n_records, cap_records;
     ef_round_fn on_round;
     void *user;
+    sa_round sa;
 };
 
 ef_server_config ef_server_defaults(void) {
@@ -75,6 +92,9 @@ ef_server_config ef_server_defaults(void) {
     c.batch = 32;
     c.lr = 0.05f;
     c.fed_eval_clients = 10;
+    c.secagg_bits = 32;
+    c.secagg_clip = 1.0;
+    c.secagg_weight_cap = 1000.0;
     return c;
 }
 
@@ -190,12 +210,8 @@ static uint64_t task_seed(const ef_server *s, uint32_t id) {
     return x ^ (x >> 31);
 }
 
-static ef_status send_task(ef_server *s, double now, client_rec *c, ef_outbox *out) {
-    ef_status st = send_model_to(s, c, out);
-    if (st) return st;
-    ef_buf *b = ef_buf_new(EF_WIRE_HEADER + EF_TASK_PAYLOAD);
-    if (!b) return EF_ERR_NOMEM;
-    uint8_t *p = b->data + EF_WIRE_HEADER;
+/* The TASK payload (EF_TASK_PAYLOAD bytes) for client c. */
+static void write_task(ef_server *s, const client_rec *c, uint8_t *p) {
     memset(p, 0, EF_TASK_PAYLOAD);
     ef__wr32(p, s->version);
     memcpy(p + 4, s->hash, EF_HASH_BYTES);
@@ -206,13 +222,28 @@ static ef_status send_task(ef_server *s, double now, client_rec *c, ef_outbox *o
     ef__wrf32(p + 48, s->cfg.momentum);
     ef__wrf32(p + 52, s->prox_mu);
     ef__wr64(p + 56, task_seed(s, c->id));
-    ef_wire_seal(b->data, EF_MSG_TASK, s->cfg.job, s->round, EF_SERVER_ID, ++s->seq,
-                 EF_TASK_PAYLOAD);
-    if ((st = ef_outbox_push(out, c->id, EF_MSG_TASK, b)) != EF_OK) {
+}
+
+/* Seals the payload at b->data + EF_WIRE_HEADER and queues it for client `to`. */
+static ef_status send_buf(ef_server *s, uint32_t to, ef_msg_type type, ef_buf *b, size_t plen,
+                          ef_outbox *out) {
+    ef_wire_seal(b->data, type, s->cfg.job, s->round, EF_SERVER_ID, ++s->seq, plen);
+    ef_status st = ef_outbox_push(out, to, type, b);
+    if (st != EF_OK) {
         ef_buf_unref(b);
         return st;
     }
     s->rec.bytes_down += b->len;
+    return EF_OK;
+}
+
+static ef_status send_task(ef_server *s, double now, client_rec *c, ef_outbox *out) {
+    ef_status st = send_model_to(s, c, out);
+    if (st) return st;
+    ef_buf *b = ef_buf_new(EF_WIRE_HEADER + EF_TASK_PAYLOAD);
+    if (!b) return EF_ERR_NOMEM;
+    write_task(s, c, b->data + EF_WIRE_HEADER);
+    if ((st = send_buf(s, c->id, EF_MSG_TASK, b, EF_TASK_PAYLOAD, out)) != EF_OK) return st;
     s->rec.selected++;
     c->state = C_TRAINING;
     c->task_round = s->round;
@@ -292,6 +323,8 @@ static ef_status aggregate(ef_server *s) {
     return EF_OK;
 }
 
+static ef_status sa_start(ef_server *s, double now, size_t k, ef_outbox *out);
+
 static ef_status start_round(ef_server *s, double now, ef_outbox *out) {
     if (s->ph == P_DONE) return EF_OK;
     size_t online = 0;
@@ -302,6 +335,10 @@ static ef_status start_round(ef_server *s, double now, ef_outbox *out) {
     size_t want = (size_t)ceil(s->cfg.clients_per_round * s->cfg.overselect);
     size_t k = select_idle(s, want, 0);
     if (k == 0) return EF_OK;
+    if (s->cfg.secagg) {
+        if (k < 2) return EF_OK; /* secure aggregation needs two clients: wait for more */
+        return sa_start(s, now, k, out);
+    }
     open_record(s, now);
     ef_strategy_begin(s->strat);
     ef_status st;
@@ -362,6 +399,269 @@ static ef_status finish_round(ef_server *s, double now, ef_outbox *out) {
         }
     }
     return next_round(s, now, out);
+}
+
+static ef_status refuse(ef_server *s, ef_status st);
+
+/* ---- secure aggregation rounds ------------------------------------------- */
+
+static void sa_reset(ef_server *s) {
+    sa_round *a = &s->sa;
+    ef_sa_server_free(a->srv);
+    ef_free(a->part);
+    ef_free(a->heard);
+    ef_free(a->gone);
+    ef_free(a->ratio);
+    a->srv = NULL;
+    a->part = NULL;
+    a->heard = a->gone = NULL;
+    a->ratio = NULL;
+    a->stage = 0;
+    a->waiting = 0;
+}
+
+static double sa_stage_timeout(const ef_server *s) {
+    if (s->cfg.secagg_stage_timeout_s > 0) return s->cfg.secagg_stage_timeout_s;
+    return s->cfg.deadline_s > 0 ? s->cfg.deadline_s : 60.0;
+}
+
+static int sa_in(const ef_server *s, uint32_t i) { return ef_sa_server_alive(s->sa.srv, i); }
+
+/* Starts waiting for `stage` from every participant still in. */
+static void sa_wait(ef_server *s, double now, int stage) {
+    sa_round *a = &s->sa;
+    a->stage = stage;
+    a->waiting = 0;
+    for (uint32_t i = 0; i < a->p.n; i++) {
+        a->heard[i] = 0;
+        a->waiting += (uint32_t)(sa_in(s, i) && !a->gone[i]);
+    }
+    double span = stage == 3 ? s->cfg.deadline_s : sa_stage_timeout(s);
+    s->deadline = span > 0 ? now + span : INFINITY;
+}
+
+/* SA_SETUP: the task, then this round's secure-aggregation settings. */
+static ef_status send_sa_setup(ef_server *s, client_rec *c, uint32_t index, ef_outbox *out) {
+    ef_status st = send_model_to(s, c, out);
+    if (st) return st;
+    ef_buf *b = ef_buf_new(EF_WIRE_HEADER + EF_SA_SETUP_PAYLOAD);
+    if (!b) return EF_ERR_NOMEM;
+    uint8_t *p = b->data + EF_WIRE_HEADER;
+    write_task(s, c, p);
+    uint8_t *q = p + EF_TASK_PAYLOAD;
+    memset(q, 0, EF_SA_SETUP_PAYLOAD - EF_TASK_PAYLOAD);
+    const sa_round *a = &s->sa;
+    ef__wr32(q, index);
+    ef__wr32(q + 4, a->p.n);
+    ef__wr32(q + 8, a->p.k);
+    ef__wr32(q + 12, a->p.t);
+    ef__wr32(q + 16, (uint32_t)a->p.bits);
+    ef__wr32(q + 20, a->q.levels);
+    ef__wr32(q + 28, a->p.no_mask ? EF_SA_FLAG_NO_MASK : 0);
+    ef__wrf64(q + 32, a->q.clip);
+    ef__wrf64(q + 40, s->cfg.secagg_weight_cap);
+    if ((st = send_buf(s, c->id, EF_MSG_SA_SETUP, b, EF_SA_SETUP_PAYLOAD, out)) != EF_OK) return st;
+    s->rec.selected++;
+    c->state = C_TRAINING;
+    c->task_round = s->round;
+    c->task_version = s->version;
+    c->task_deadline = INFINITY;
+    c->sa_index = index;
+    return EF_OK;
+}
+
+/* Picks the round's participants (already shuffled by select_idle) and
+ * sends each its SA_SETUP. */
+static ef_status sa_start(ef_server *s, double now, size_t k, ef_outbox *out) {
+    sa_round *a = &s->sa;
+    sa_reset(s);
+    uint32_t n = (uint32_t)k;
+    a->p.n = n;
+    a->p.k = s->cfg.secagg_neighbors ? s->cfg.secagg_neighbors : ef_sa_default_k(n);
+    if (a->p.k >= n - 1) a->p.k = n - 1;
+    else a->p.k -= a->p.k % 2; /* the ring takes k/2 on each side */
+    if (a->p.k < 2) a->p.k = n - 1;
+    uint32_t holders = ef_sa_degree(&a->p) + 1;
+    a->p.t = s->cfg.secagg_threshold ? s->cfg.secagg_threshold : ef_sa_default_t(n, a->p.k);
+    if (a->p.t > holders) a->p.t = holders;
+    a->p.bits = s->cfg.secagg_bits;
+    a->p.d = s->n_params;
+    a->p.round = ((uint64_t)s->cfg.job << 32) ^ s->round;
+    a->p.no_mask = s->cfg.secagg == EF_SECAGG_PLAIN;
+    ef_status st = ef__quant_init(&a->q, s->cfg.secagg_clip, s->cfg.secagg_bits, n);
+    if (st != EF_OK) return st;
+    a->part = ef_malloc(n * sizeof *a->part);
+    a->heard = ef_calloc(n, 1);
+    a->gone = ef_calloc(n, 1);
+    a->ratio = ef_calloc(n, sizeof *a->ratio);
+    if (!a->part || !a->heard || !a->gone || !a->ratio) return EF_ERR_NOMEM;
+    if ((st = ef_sa_server_new(&a->srv, &a->p)) != EF_OK) return st;
+    open_record(s, now);
+    ef_strategy_begin(s->strat);
+    for (uint32_t i = 0; i < n; i++) {
+        a->part[i] = s->pick[i];
+        if ((st = send_sa_setup(s, &s->clients[s->pick[i]], i, out)) != EF_OK) return st;
+    }
+    s->ph = P_SA;
+    sa_wait(s, now, 1);
+    return EF_OK;
+}
+
+/* Queues the SecAgg+ payload `pl` for participant i's client. */
+static ef_status sa_send(ef_server *s, uint32_t i, ef_msg_type type, const uint8_t *pl,
+                         size_t plen, ef_outbox *out) {
+    ef_buf *b = ef_buf_new(EF_WIRE_HEADER + plen);
+    if (!b) return EF_ERR_NOMEM;
+    memcpy(b->data + EF_WIRE_HEADER, pl, plen);
+    return send_buf(s, s->clients[s->sa.part[i]].id, type, b, plen, out);
+}
+
+/* The sum is known: dequantize, divide by the included weights, aggregate. */
+static ef_status sa_finish(ef_server *s, double now, ef_outbox *out) {
+    sa_round *a = &s->sa;
+    const uint32_t *sum;
+    uint32_t n_summed = 0, ns;
+    double wsum = 0.0;
+    for (uint32_t i = 0; i < a->p.n; i++) {
+        if (!ef_sa_server_included(a->srv, i)) continue;
+        n_summed++;
+        wsum += a->ratio[i];
+        client_rec *c = &s->clients[a->part[i]];
+        if (c->state == C_TRAINING && c->task_round == s->round) c->state = C_IDLE;
+    }
+    ef_status st = ef_sa_server_result(a->srv, &sum, &ns);
+    if (st != EF_OK) return st;
+    if (ns != n_summed)
+        return ef__fail(EF_ERR_INTERNAL, "secure aggregation: %u summed, %u included", ns, n_summed);
+    if (n_summed > 0 && wsum > 0) {
+        float *mean = ef_malloc((s->n_params ? s->n_params : 1) * sizeof *mean);
+        if (!mean) return EF_ERR_NOMEM;
+        ef__dequantize_sum(mean, sum, s->n_params, n_summed, &a->q);
+        float inv = (float)(1.0 / wsum);
+        for (size_t j = 0; j < s->n_params; j++) mean[j] *= inv;
+        st = ef_strategy_add(s->strat, mean, 1.0);
+        ef_free(mean);
+        if (st == EF_ERR_NOMEM) return st;
+        if (st != EF_OK) s->rec.rejected++;
+    }
+    sa_reset(s);
+    s->ph = P_TRAIN; /* finish_round aggregates and moves on */
+    return finish_round(s, now, out);
+}
+
+/* The round cannot go on (too few participants left): keep the model. */
+static ef_status sa_abort(ef_server *s, double now, ef_outbox *out) {
+    ef_strategy_begin(s->strat); /* nothing of this round is aggregated */
+    snprintf(s->rec.note, sizeof s->rec.note, "secure aggregation aborted: %s",
+             ef_sa_server_abort_reason(s->sa.srv));
+    s->rec.completed = 0;
+    /* the participants still in are not late: the round ended under them */
+    for (uint32_t i = 0; i < s->sa.p.n; i++) {
+        client_rec *c = &s->clients[s->sa.part[i]];
+        if (c->state == C_TRAINING && c->task_round == s->round) c->state = C_IDLE;
+    }
+    sa_reset(s);
+    s->ph = P_TRAIN;
+    return finish_round(s, now, out);
+}
+
+/* Closes the current stage and starts the next (or finishes the round). */
+static ef_status sa_close(ef_server *s, double now, ef_outbox *out) {
+    sa_round *a = &s->sa;
+    ef_status st = ef_sa_server_close(a->srv);
+    if (st != EF_OK) {
+        if (st == EF_ERR_NOMEM) return st;
+        return sa_abort(s, now, out);
+    }
+    int next = ef_sa_server_stage(a->srv);
+    if (next == 5) return sa_finish(s, now, out);
+    static const ef_msg_type type[5] = {0, 0, EF_MSG_SA_KEYS, EF_MSG_SA_FORWARD, EF_MSG_SA_UNMASK};
+    for (uint32_t i = 0; i < a->p.n; i++) {
+        if (!ef_sa_server_alive(a->srv, i)) continue;
+        uint8_t *pl;
+        size_t plen;
+        if ((st = ef_sa_server_message_for(a->srv, i, &pl, &plen)) != EF_OK) return st;
+        st = sa_send(s, i, type[next], pl, plen, out);
+        ef_free(pl);
+        if (st != EF_OK) return st;
+    }
+    sa_wait(s, now, next);
+    return EF_OK;
+}
+
+/* A participant answered (or can no longer answer) the current stage. */
+static ef_status sa_answered(ef_server *s, double now, uint32_t i, ef_outbox *out) {
+    sa_round *a = &s->sa;
+    if (a->heard[i]) return EF_OK;
+    a->heard[i] = 1;
+    if (a->waiting > 0) a->waiting--;
+    if (a->waiting == 0) return sa_close(s, now, out);
+    return EF_OK;
+}
+
+static ef_status on_sa_message(ef_server *s, double now, const ef_msg *m, size_t len,
+                               client_rec *c, ef_outbox *out) {
+    sa_round *a = &s->sa;
+    if (s->ph != P_SA || m->round != s->round || c->state != C_TRAINING ||
+        c->task_round != s->round || c->sa_index >= a->p.n ||
+        a->part[c->sa_index] != (uint32_t)(c - s->clients))
+        return refuse(s, ef__fail(EF_ERR_STATE, "%s from client %u for round %u: it has no "
+                                                "secure aggregation task open",
+                                  ef_msg_type_name(m->type), c->id, m->round));
+    uint32_t i = c->sa_index;
+    static const int stage_of[16] = {[EF_MSG_SA_ADVERTISE] = 1, [EF_MSG_SA_SHARES] = 2,
+                                     [EF_MSG_SA_MASKED] = 3, [EF_MSG_SA_REVEAL] = 4};
+    if (stage_of[m->type] != a->stage || a->heard[i] || !sa_in(s, i))
+        return refuse(s, ef__fail(EF_ERR_STATE, "%s from client %u in secure aggregation stage %d",
+                                  ef_msg_type_name(m->type), c->id, a->stage));
+    ef_status st;
+    switch (m->type) {
+    case EF_MSG_SA_ADVERTISE: st = ef_sa_server_on_advertise(a->srv, i, m->payload, m->payload_len); break;
+    case EF_MSG_SA_SHARES: st = ef_sa_server_on_shares(a->srv, i, m->payload, m->payload_len); break;
+    case EF_MSG_SA_REVEAL: st = ef_sa_server_on_unmask(a->srv, i, m->payload, m->payload_len); break;
+    default: { /* EF_MSG_SA_MASKED */
+        ef_sa_masked sm;
+        if ((st = ef_decode_sa_masked(m, &sm)) != EF_OK) break;
+        if (sm.version != c->task_version || sm.n != s->n_params) {
+            st = ef__fail(EF_ERR_FORMAT, "masked update from client %u: version %u with %llu "
+                                         "words, the task has version %u and %zu parameters",
+                          c->id, sm.version, (unsigned long long)sm.n, c->task_version, s->n_params);
+            break;
+        }
+        uint32_t *y = a->words;
+        if (!y && !(y = a->words = ef_malloc((s->n_params ? s->n_params : 1) * sizeof *y)))
+            return EF_ERR_NOMEM;
+        for (size_t j = 0; j < s->n_params; j++) y[j] = ef__rd32(sm.raw + 4 * j);
+        if ((st = ef_sa_server_on_masked(a->srv, i, y)) != EF_OK) break;
+        double cap = s->cfg.secagg_weight_cap;
+        a->ratio[i] = (sm.n_examples < cap ? sm.n_examples : cap) / cap;
+        s->rec.completed++;
+        s->loss_sum += (double)sm.train_loss * sm.n_examples;
+        s->loss_w += sm.n_examples;
+        break;
+    }
+    }
+    if (st != EF_OK) {
+        if (st == EF_ERR_NOMEM) return st;
+        return refuse(s, st); /* it stays silent for this stage: dropped at the close */
+    }
+    s->rec.bytes_up += len;
+    return sa_answered(s, now, i, out);
+}
+
+/* Client c, a participant, left or restarted during the protocol: it will
+ * not answer again, so no stage waits for it. What it already sent stays
+ * (SecAgg+ includes a client that dropped after its masked update). */
+static ef_status sa_leave(ef_server *s, double now, client_rec *c, ef_outbox *out) {
+    sa_round *a = &s->sa;
+    uint32_t i = c->sa_index;
+    if (i >= a->p.n || a->part[i] != (uint32_t)(c - s->clients) || a->gone[i]) return EF_OK;
+    a->gone[i] = 1;
+    s->rec.dropped++;
+    if (a->heard[i] || !sa_in(s, i)) return EF_OK;
+    if (a->waiting > 0) a->waiting--;
+    if (a->waiting == 0) return sa_close(s, now, out);
+    return EF_OK;
 }
 
 /* ---- asynchronous mode ---------------------------------------------------- */
@@ -516,6 +816,8 @@ static ef_status on_eval_result(ef_server *s, double now, const ef_msg *m, size_
 static ef_status on_leave(ef_server *s, double now, client_rec *c, cstate after, ef_outbox *out) {
     cstate was = (cstate)c->state;
     c->state = (uint8_t)after;
+    if (was == C_TRAINING && s->ph == P_SA && c->task_round == s->round)
+        return sa_leave(s, now, c, out);
     if (was == C_TRAINING) {
         if (s->cfg.async) {
             s->rec.dropped++;
@@ -567,6 +869,10 @@ ef_status ef_server_handle(ef_server *s, double now, const uint8_t *buf, size_t 
                                   ef_msg_type_name(m.type), m.sender));
     switch (m.type) {
     case EF_MSG_UPDATE: return on_update(s, now, &m, len, c, out);
+    case EF_MSG_SA_ADVERTISE:
+    case EF_MSG_SA_SHARES:
+    case EF_MSG_SA_MASKED:
+    case EF_MSG_SA_REVEAL: return on_sa_message(s, now, &m, len, c, out);
     case EF_MSG_EVAL_RESULT: return on_eval_result(s, now, &m, len, c, out);
     case EF_MSG_LEAVE: {
         uint32_t reason;
@@ -597,6 +903,7 @@ ef_status ef_server_tick(ef_server *s, double now, ef_outbox *out) {
     }
     if (s->ph == P_WAIT) return start_round(s, now, out);
     if (now >= s->deadline) {
+        if (s->ph == P_SA) return sa_close(s, now, out);
         if (s->ph == P_TRAIN) return finish_round(s, now, out);
         if (s->ph == P_EVAL) return finish_eval(s, now, out);
     }
@@ -612,7 +919,7 @@ double ef_server_next_timer(const ef_server *s) {
                 t = s->clients[i].task_deadline;
         return t;
     }
-    return (s->ph == P_TRAIN || s->ph == P_EVAL) ? s->deadline : INFINITY;
+    return (s->ph == P_TRAIN || s->ph == P_EVAL || s->ph == P_SA) ? s->deadline : INFINITY;
 }
 
 /* ---- construction --------------------------------------------------------- */
@@ -632,6 +939,27 @@ static ef_status check_config(const ef_server_config *c) {
         return ef__fail(EF_ERR_INVALID, "server: client learning rate must be > 0");
     if (!(c->momentum >= 0 && c->momentum < 1))
         return ef__fail(EF_ERR_INVALID, "server: client momentum must be in [0, 1)");
+    if (c->secagg < EF_SECAGG_OFF || c->secagg > EF_SECAGG_PLAIN)
+        return ef__fail(EF_ERR_INVALID, "server: unknown secure aggregation mode %d", c->secagg);
+    if (c->secagg) {
+        if (c->async)
+            return ef__fail(EF_ERR_UNSUPPORTED, "server: secure aggregation runs with synchronous "
+                                                "rounds only");
+        if (c->secagg_bits < 1 || c->secagg_bits > 32)
+            return ef__fail(EF_ERR_INVALID, "server: secure aggregation bits must be 1..32, got %d",
+                            c->secagg_bits);
+        if (!(c->secagg_clip > 0) || !isfinite(c->secagg_clip))
+            return ef__fail(EF_ERR_INVALID, "server: secure aggregation clip must be > 0");
+        if (!(c->secagg_weight_cap >= 1) || !isfinite(c->secagg_weight_cap))
+            return ef__fail(EF_ERR_INVALID, "server: secure aggregation weight cap must be >= 1");
+        if (!(c->secagg_stage_timeout_s >= 0) || !isfinite(c->secagg_stage_timeout_s))
+            return ef__fail(EF_ERR_INVALID, "server: secure aggregation stage timeout must be >= 0");
+        if (c->secagg_neighbors == 1 || (c->secagg_neighbors % 2 && c->secagg_neighbors + 1 <
+                                                                        c->clients_per_round))
+            return ef__fail(EF_ERR_INVALID, "server: secure aggregation neighbours must be even "
+                                            "and >= 2 (or >= clients - 1), got %u",
+                            c->secagg_neighbors);
+    }
     if (c->async) {
         if (c->buffer_k == 0) return ef__fail(EF_ERR_INVALID, "server: buffer K must be >= 1");
         if (!(c->staleness_exponent >= 0) || !isfinite(c->staleness_exponent))
@@ -657,6 +985,12 @@ ef_status ef_server_new(ef_server **out, const ef_server_config *cfg,
     if (s->cfg.max_message == 0) s->cfg.max_message = s->n_params * 4 + 1024;
     if (s->cfg.min_clients == 0) s->cfg.min_clients = 1;
     s->prox_mu = strategy->kind == EF_STRAT_FEDPROX ? strategy->proximal_mu : 0.0f;
+    if (cfg->secagg && ef_strategy_keeps_updates(strategy->kind)) {
+        ef_free(s);
+        return ef__fail(EF_ERR_UNSUPPORTED, "server: %s needs every update, secure aggregation "
+                                            "gives only their sum (use a mean-based strategy)",
+                        ef_strategy_name(strategy->kind));
+    }
     s->on_round = on_round;
     s->user = user;
     s->round = 1;
@@ -680,6 +1014,8 @@ fail:
 
 void ef_server_free(ef_server *s) {
     if (!s) return;
+    sa_reset(s);
+    ef_free(s->sa.words);
     ef_strategy_free(s->strat);
     ef_free(s->model);
     ef_buf_unref(s->model_buf);

@@ -237,7 +237,9 @@ ef_status ef_decode_sa_setup(const ef_msg *m, ef_task *task, ef_sa_setup *out) {
     out->bits = ef__rd32(p + 16);
     out->levels = ef__rd32(p + 20);
     out->dp_kind = ef__rd32(p + 24);
-    if (ef__rd32(p + 28) != 0) return ef__fail(EF_ERR_FORMAT, "sa_setup payload: padding not zero");
+    out->flags = ef__rd32(p + 28);
+    if (out->flags & ~EF_SA_FLAG_NO_MASK)
+        return ef__fail(EF_ERR_FORMAT, "sa_setup payload: unknown flags 0x%x", out->flags);
     out->clip = ef__rdf64(p + 32);
     out->weight_cap = ef__rdf64(p + 40);
     out->dp_clip = ef__rdf64(p + 48);

@@ -87,6 +87,18 @@ static void j_f64(jline *j, const char *key, double v) {
     j->len += (size_t)snprintf(j->buf + j->len, sizeof j->buf - j->len, "%s", num);
 }
 
+/* A JSON string: quotes, backslashes and control bytes escaped. */
+static void j_str(jline *j, const char *key, const char *v) {
+    j_key(j, key);
+    j->buf[j->len++] = '"';
+    for (const unsigned char *p = (const unsigned char *)v; *p && j->len + 8 < sizeof j->buf; p++) {
+        if (*p == '"' || *p == '\\') j->buf[j->len++] = '\\', j->buf[j->len++] = (char)*p;
+        else if (*p < 0x20) j->len += (size_t)snprintf(j->buf + j->len, sizeof j->buf - j->len, "\\u%04x", *p);
+        else j->buf[j->len++] = (char)*p;
+    }
+    j->buf[j->len++] = '"';
+}
+
 ef_status ef_round_record_write_json(FILE *f, const ef_round_record *r, int with_wall) {
     if (!f || !r) return ef__fail(EF_ERR_INVALID, "ef_round_record_write_json: NULL argument");
     c_numeric loc;
@@ -117,6 +129,7 @@ ef_status ef_round_record_write_json(FILE *f, const ef_round_record *r, int with
     j_f64(&j, "staleness_mean", r->staleness_mean);
     j_u64(&j, "staleness_max", r->staleness_max);
     j_f64(&j, "epsilon", r->epsilon);
+    if (r->note[0]) j_str(&j, "note", r->note);
     j.len += (size_t)snprintf(j.buf + j.len, sizeof j.buf - j.len, "}\n");
     c_numeric_leave(&loc);
     if (fwrite(j.buf, 1, j.len, f) != j.len)

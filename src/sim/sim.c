@@ -56,6 +56,9 @@ struct ef_sim {
     uint8_t *malicious;
     uint32_t n_malicious;
     double *down_free, *up_free;
+    uint8_t *sa_drop;    /* secure aggregation: stage 1-4 at which a client drops, 0 none */
+    double *sa_when;     /* ... and how far into its training (stage 3) */
+    ef_task sa_task;     /* the current secure-aggregation round's training settings */
     ef_server *server;
     ef_model *eval_model;
     event *heap;
@@ -277,7 +280,10 @@ ef_status ef_sim_new(ef_sim **out, const ef_sim_config *cfg, const ef_dataset *t
     s->malicious = ef_calloc(N, 1);
     s->down_free = ef_calloc(N, sizeof(double));
     s->up_free = ef_calloc(N, sizeof(double));
-    if (!s->clients || !s->malicious || !s->down_free || !s->up_free) {
+    s->sa_drop = ef_calloc(N, 1);
+    s->sa_when = ef_calloc(N, sizeof(double));
+    if (!s->clients || !s->malicious || !s->down_free || !s->up_free || !s->sa_drop ||
+        !s->sa_when) {
         st = EF_ERR_NOMEM;
         goto fail;
     }
@@ -296,7 +302,8 @@ ef_status ef_sim_new(ef_sim **out, const ef_sim_config *cfg, const ef_dataset *t
         ef_client_config cc = {.job = cfg->server.job, .id = (uint32_t)c,
                                .n_train = (uint32_t)ef_partition_size(&s->part_train, c),
                                .n_eval = (uint32_t)ef_partition_size(&s->part_eval, c),
-                               .n_params = ef_model_numel(s->eval_model)};
+                               .n_params = ef_model_numel(s->eval_model),
+                               .deterministic_secrets = 1};
         if ((st = ef_client_new(&s->clients[c], &cc, &tr)) != EF_OK) goto fail;
     }
     ef_server_config sc = cfg->server;
@@ -326,6 +333,8 @@ void ef_sim_free(ef_sim *s) {
     ef_free(s->malicious);
     ef_free(s->down_free);
     ef_free(s->up_free);
+    ef_free(s->sa_drop);
+    ef_free(s->sa_when);
     ef_server_free(s->server);
     ef_model_free(s->eval_model);
     ef_nn_trainer_free(s->trainer);
@@ -338,6 +347,64 @@ void ef_sim_free(ef_sim *s) {
 
 /* ---- client batches ------------------------------------------------------- */
 
+/* Seconds client c's device takes for a training task. */
+static double train_seconds(const ef_sim *s, uint32_t c, const ef_task *t, const ef_device *d) {
+    return (double)ef_partition_size(&s->part_train, c) * t->epochs * s->flops_pe / d->flops;
+}
+
+/* Marks an answer that would reach the server after the task's deadline as
+ * not computed: the server counts the client as late either way. */
+static void skip_if_late(ef_sim *s, work *w, const ef_device *d, double deadline_s, size_t upd) {
+    if (deadline_s <= 0) return;
+    uint32_t c = w->ev.client;
+    double start = w->reply_at > s->up_free[c] ? w->reply_at : s->up_free[c];
+    double arrive = start + (double)upd / d->up_bps + d->latency_s;
+    if (arrive > w->ev.sent + deadline_s) w->f = F_SKIP;
+}
+
+/*
+ * Secure aggregation: a client that drops out (the profile's dropout
+ * probability) does so at a stage drawn uniformly from the four -- on
+ * receiving its setup, its neighbours' keys, the forwarded shares (part-way
+ * through training) or the unmask request -- so every recovery path runs.
+ */
+static void decide_secagg(ef_sim *s, work *w, uint8_t type, double u_avail, double u_drop,
+                          double u_when) {
+    uint32_t c = w->ev.client;
+    const ef_device_profile *pr = &s->cfg.profile;
+    static const int stage_of[16] = {[EF_MSG_SA_SETUP] = 1, [EF_MSG_SA_KEYS] = 2,
+                                     [EF_MSG_SA_FORWARD] = 3, [EF_MSG_SA_UNMASK] = 4};
+    if (type == EF_MSG_SA_SETUP) {
+        s->sa_drop[c] = 0;
+        if (u_avail >= pr->availability) {
+            w->f = F_LEAVE;
+            w->leave_at = w->ev.t;
+            return;
+        }
+        if (u_drop < pr->dropout) {
+            /* u_drop / dropout is uniform on [0, 1): it picks the stage */
+            s->sa_drop[c] = (uint8_t)(1 + (int)(4.0 * u_drop / pr->dropout));
+            if (s->sa_drop[c] > 4) s->sa_drop[c] = 4;
+            s->sa_when[c] = u_when;
+        }
+    }
+    if (s->sa_drop[c] == stage_of[type]) {
+        w->f = F_LEAVE;
+        w->leave_at = w->ev.t;
+        if (type == EF_MSG_SA_FORWARD) {
+            ef_device d = ef_device_draw(pr, s->cfg.seed, c);
+            w->leave_at += s->sa_when[c] * train_seconds(s, c, &s->sa_task, &d);
+        }
+        return;
+    }
+    if (type == EF_MSG_SA_FORWARD) {
+        ef_device d = ef_device_draw(pr, s->cfg.seed, c);
+        w->reply_at = w->ev.t + train_seconds(s, c, &s->sa_task, &d);
+        skip_if_late(s, w, &d, s->sa_task.deadline_s,
+                     EF_WIRE_HEADER + EF_SA_MASKED_FIXED + 4 * ef_model_numel(s->eval_model));
+    }
+}
+
 /* Decides, on the driver thread, what becomes of a client event. */
 static void decide(ef_sim *s, work *w) {
     w->f = F_HANDLE;
@@ -345,7 +412,12 @@ static void decide(ef_sim *s, work *w) {
     uint8_t type = w->ev.buf->data[5];
     uint32_t c = w->ev.client;
     const ef_device_profile *pr = &s->cfg.profile;
-    if (type != EF_MSG_TASK && type != EF_MSG_EVAL) return; /* a model: just kept */
+    if (type == EF_MSG_SA_KEYS || type == EF_MSG_SA_FORWARD || type == EF_MSG_SA_UNMASK) {
+        decide_secagg(s, w, type, 0.0, 1.0, 0.0);
+        return;
+    }
+    if (type != EF_MSG_TASK && type != EF_MSG_EVAL && type != EF_MSG_SA_SETUP)
+        return; /* a model: just kept */
     ef_device d = ef_device_draw(pr, s->cfg.seed, c);
     /* the draws happen in every case so later events see the same stream */
     double u_avail = ef_rng_uniform_double(&s->rng);
@@ -354,10 +426,17 @@ static void decide(ef_sim *s, work *w) {
     double work_s;
     ef_msg m;
     ef_task t = {0};
+    if (type == EF_MSG_SA_SETUP) {
+        ef_sa_setup set;
+        ef_wire_decode(w->ev.buf->data, w->ev.buf->len, (size_t)-1, &m);
+        ef_decode_sa_setup(&m, &s->sa_task, &set);
+        decide_secagg(s, w, type, u_avail, u_drop, u_when);
+        return;
+    }
     if (type == EF_MSG_TASK) {
         ef_wire_decode(w->ev.buf->data, w->ev.buf->len, (size_t)-1, &m);
         ef_decode_task(&m, &t);
-        work_s = (double)ef_partition_size(&s->part_train, c) * t.epochs * s->flops_pe / d.flops;
+        work_s = train_seconds(s, c, &t, &d);
     } else {
         work_s = (double)ef_partition_size(&s->part_eval, c) * (s->flops_pe / 3.0) / d.flops;
     }
@@ -372,14 +451,9 @@ static void decide(ef_sim *s, work *w) {
         return;
     }
     w->reply_at = w->ev.t + work_s;
-    if (type == EF_MSG_TASK && t.deadline_s > 0) {
-        /* an answer that would reach the server after its deadline is not
-         * computed: the server counts the client as late either way */
-        size_t upd = EF_WIRE_HEADER + EF_UPDATE_FIXED + 4 * ef_model_numel(s->eval_model);
-        double start = w->reply_at > s->up_free[c] ? w->reply_at : s->up_free[c];
-        double arrive = start + (double)upd / d.up_bps + d.latency_s;
-        if (arrive > w->ev.sent + t.deadline_s) w->f = F_SKIP;
-    }
+    if (type == EF_MSG_TASK)
+        skip_if_late(s, w, &d, t.deadline_s,
+                     EF_WIRE_HEADER + EF_UPDATE_FIXED + 4 * ef_model_numel(s->eval_model));
 }
 
 static void run_items(void *ctx, int t, int nt) {
@@ -518,7 +592,7 @@ ef_status ef_sim_run(ef_sim *s, ef_sim_round_fn cb, void *user) {
         s->now = e.t;
         if (e.kind == EV_SERVER) {
             /* note the sender of an update first: accepting it may close the round */
-            int is_update = e.buf->data[5] == EF_MSG_UPDATE;
+            int is_update = e.buf->data[5] == EF_MSG_UPDATE || e.buf->data[5] == EF_MSG_SA_MASKED;
             if (is_update) {
                 if (s->n_round_ids == s->cap_round_ids) {
                     size_t nc = s->cap_round_ids ? 2 * s->cap_round_ids : 64;

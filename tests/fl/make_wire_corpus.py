@@ -71,9 +71,9 @@ def update(n=8, version=5, n_examples=600, loss=0.75, steps=38, codec=0, count=N
     return head + floats(n, -0.001) + tail
 
 
-def sa_setup(index=3, n=10, k=4, t=3, bits=32, levels=1000, dp_kind=0, pad=0, clip=1.0,
+def sa_setup(index=3, n=10, k=4, t=3, bits=32, levels=1000, dp_kind=0, flags=0, clip=1.0,
              weight_cap=1000.0, dp_clip=0.0, dp_noise=0.0, **task_args):
-    return task(**task_args) + struct.pack("<8I4d", index, n, k, t, bits, levels, dp_kind, pad,
+    return task(**task_args) + struct.pack("<8I4d", index, n, k, t, bits, levels, dp_kind, flags,
                                            clip, weight_cap, dp_clip, dp_noise)
 
 
@@ -119,6 +119,7 @@ def corpus():
     files["valid-sa_setup"] = seal(SA_SETUP, sa_setup())
     files["valid-sa_setup-dp"] = seal(SA_SETUP, sa_setup(index=9, bits=1, levels=1, dp_kind=1,
                                                          dp_clip=0.5, dp_noise=123.5))
+    files["valid-sa_setup-nomask"] = seal(SA_SETUP, sa_setup(k=0, flags=1))
     files["valid-sa_masked"] = seal(SA_MASKED, sa_masked(), sender=17, seq=12)
     files["valid-sa_masked-clipbit"] = seal(SA_MASKED, sa_masked(n=1, flags=1), sender=2)
 
@@ -224,7 +225,7 @@ def corpus():
     bp["sa_setup-bits-33"] = (SA_SETUP, sa_setup(bits=33))
     bp["sa_setup-levels-0"] = (SA_SETUP, sa_setup(levels=0))
     bp["sa_setup-dp-kind-3"] = (SA_SETUP, sa_setup(dp_kind=3))
-    bp["sa_setup-pad"] = (SA_SETUP, sa_setup(pad=1))
+    bp["sa_setup-flags-2"] = (SA_SETUP, sa_setup(flags=2))
     bp["sa_setup-clip-0"] = (SA_SETUP, sa_setup(clip=0.0))
     bp["sa_setup-clip-nan"] = (SA_SETUP, sa_setup(clip=math.nan))
     bp["sa_setup-weight-cap-inf"] = (SA_SETUP, sa_setup(weight_cap=math.inf))

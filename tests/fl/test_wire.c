@@ -180,6 +180,7 @@ static size_t good_payload(ef_msg_type t, uint8_t *p) {
         memset(q, 0, 64);
         ef__wr32(q, 2), ef__wr32(q + 4, 5), ef__wr32(q + 8, 4), ef__wr32(q + 12, 3);
         ef__wr32(q + 16, 32), ef__wr32(q + 20, 1000), ef__wr32(q + 24, 1);
+        ef__wr32(q + 28, EF_SA_FLAG_NO_MASK);
         ef__wrf64(q + 32, 0.5), ef__wrf64(q + 40, 1000.0), ef__wrf64(q + 48, 2.0);
         ef__wrf64(q + 56, 77.25);
         return n + 64;
@@ -986,7 +987,7 @@ static void test_roundtrip_secagg(void) {
     ef_task want = good_task();
     CHECK(t.version == want.version && t.epochs == want.epochs && t.seed == want.seed);
     CHECK(sa.index == 2 && sa.n == 5 && sa.k == 4 && sa.t == 3 && sa.bits == 32);
-    CHECK(sa.levels == 1000 && sa.dp_kind == 1);
+    CHECK(sa.levels == 1000 && sa.dp_kind == 1 && sa.flags == EF_SA_FLAG_NO_MASK);
     CHECK(sa.clip == 0.5 && sa.weight_cap == 1000.0 && sa.dp_clip == 2.0 && sa.dp_noise == 77.25);
     free(b);
     /* each range check on its own */
@@ -997,7 +998,7 @@ static void test_roundtrip_secagg(void) {
         const char *what;
     } bad[] = {{0, 0, 5, "index == n"}, {4, 0, 1, "n == 1"},   {12, 0, 0, "t == 0"},
                {16, 0, 0, "bits 0"},    {16, 0, 33, "bits 33"}, {20, 0, 0, "levels 0"},
-               {24, 0, 3, "dp kind 3"}, {28, 0, 1, "padding"},  {32, 1, 0.0, "clip 0"},
+               {24, 0, 3, "dp kind 3"}, {28, 0, 2, "flags 2"},  {32, 1, 0.0, "clip 0"},
                {32, 1, NAN, "clip NaN"}, {40, 1, -1.0, "weight cap < 0"},
                {48, 1, INFINITY, "dp clip inf"}, {56, 1, -0.5, "dp noise < 0"}};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
