@@ -313,6 +313,14 @@ static double pois_logpmf(double k, double mu, double log_mu) {
     return -bd0(k, mu) - stirlerr(k) - 0.5 * log(k) - LOG_SQRT_2PI;
 }
 
+double ef__dp_poisson_logpmf(uint64_t k, double mu) {
+    if (!(mu > 0.0 && mu <= EF__DP_POISSON_MU_MAX) || k > ((uint64_t)1 << 53)) {
+        ef__fail(EF_ERR_INVALID, "dp poisson_logpmf: k %llu, mu %g", (unsigned long long)k, mu);
+        return NAN;
+    }
+    return pois_logpmf((double)k, mu, log(mu));
+}
+
 typedef struct pois_params {
     double mu;
     int ptrs;         /* mu >= 10 */

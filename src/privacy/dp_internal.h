@@ -152,6 +152,14 @@ ef_status ef__dp_discrete_gaussian(ef__drbg *g, double sigma, int64_t *out);
  * otherwise or for NULL pointers. */
 ef_status ef__dp_poisson(ef__drbg *g, double mu, uint64_t *out);
 
+/* log P(K = k) for K ~ Poisson(mu), as PTRS's acceptance test computes it:
+ * -mu + k log mu - log k! for k < 16, the deviance form
+ * -bd0(k, mu) - stirlerr(k) - log(2 pi k)/2 above (absolute error about
+ * 1e-14 near the mode even for mu = 1e10). Exposed for the tests and for
+ * accounting code. mu in (0, EF__DP_POISSON_MU_MAX], k <= 2^53; NAN
+ * otherwise (last error set). */
+double ef__dp_poisson_logpmf(uint64_t k, double mu);
+
 /* Symmetric Skellam: Poisson(mu) - Poisson(mu), mean 0, variance 2 mu. Sums
  * of independent Skellams are Skellam (variances add), which is why the
  * distributed Skellam mechanism is analysed exactly. Same ranges and errors

@@ -529,6 +529,47 @@ static void test_poisson(void) {
     ef__drbg_wipe(&g);
 }
 
+/* The log pmf behind PTRS's acceptance test: consecutive values differ by
+ * exactly log(mu / (k + 1)) (checked to 1e-12 relative, which the textbook
+ * -mu + k log mu - lgamma(k + 1) misses by 1e-5 at mu = 1e10), across the
+ * switch from the direct sum (k < 16) to the Stirling form and across
+ * bd0's series/direct switch at |k - mu| = 0.1 (k + mu); and the pmf sums to
+ * 1. Together these pin down the Poisson distribution. */
+static void test_poisson_logpmf(void) {
+    const double mus[] = {0.5, 10.0, 30.0, 1e4, 1e8, 1e10, 0x1p50};
+    for (int c = 0; c < 7; c++) {
+        double mu = mus[c], sd = sqrt(mu);
+        double lo = floor(mu - 14.0 * sd), hi = ceil(mu + 14.0 * sd + 40.0);
+        if (lo < 0.0) lo = 0.0;
+        uint64_t step = (uint64_t)((hi - lo) / 20000.0) + 1;
+        double worst = 0.0, sum = 0.0;
+        for (uint64_t k = (uint64_t)lo; (double)k <= hi; k += step) {
+            double a = ef__dp_poisson_logpmf(k, mu), b = ef__dp_poisson_logpmf(k + 1, mu);
+            double ref = log1p((mu - (double)k - 1.0) / ((double)k + 1.0));
+            double err = fabs((b - a) - ref) / fmax(1.0, fabs(b));
+            if (err > worst) worst = err;
+            if (step == 1) sum += exp(a);
+        }
+        CHECK_MSG(worst < 1e-12, "mu %g: log pmf recurrence off by %g", mu, worst);
+        printf("poisson log pmf mu=%g: recurrence error %.2g", mu, worst);
+        if (step == 1) printf(", sum %.17g", sum);
+        printf("\n");
+        if (step == 1) CHECK_MSG(fabs(sum - 1.0) < 1e-12, "mu %g: pmf sums to %.17g", mu, sum);
+    }
+    /* bd0's switch from series to direct form, at mu = 1e4 */
+    double worst = 0.0;
+    for (uint64_t k = 8000; k < 14000; k++) {
+        double a = ef__dp_poisson_logpmf(k, 1e4), b = ef__dp_poisson_logpmf(k + 1, 1e4);
+        double ref = log1p((1e4 - (double)k - 1.0) / ((double)k + 1.0));
+        double err = fabs((b - a) - ref) / fmax(1.0, fabs(b));
+        if (err > worst) worst = err;
+    }
+    CHECK_MSG(worst < 1e-12, "mu 1e4: recurrence off by %g around the bd0 switch", worst);
+    CHECK(ef__dp_poisson_logpmf(0, 3.0) == -3.0);
+    CHECK(isnan(ef__dp_poisson_logpmf(1, 0.0)));
+    CHECK(isnan(ef__dp_poisson_logpmf(1, NAN)));
+}
+
 static void test_skellam(void) {
     ef__drbg g;
     seed(&g, 8, "skellam");
@@ -924,6 +965,7 @@ int main(void) {
     test_discrete_laplace();
     test_discrete_gaussian();
     test_poisson();
+    test_poisson_logpmf();
     test_skellam();
     test_cnn_size();
     test_modular();
