@@ -103,8 +103,9 @@ ef_status ef__dp_gaussian(float *v, size_t d, double stddev, ef__drbg *g);
 
 /* ---- exact discrete samplers (Canonne, Kamath, Steinke 2020) ------------- */
 
-/* Bernoulli(exp(-num/den)) (CKS 2020, Algorithm 1), exact: only comparisons
- * of uniform bits with the binary expansion of rationals, no floating point.
+/* Bernoulli(exp(-num/den)) (CKS 2020, Algorithm 1), exact: integer
+ * arithmetic only (uniform integers below a bound, and random bits compared
+ * with the binary expansion of a rational), no floating point.
  * *out = 0 or 1. EF_ERR_INVALID if den == 0 or g/out is NULL. */
 ef_status ef__dp_bernoulli_exp(ef__drbg *g, uint64_t num, uint64_t den, int *out);
 
