@@ -97,5 +97,6 @@ void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(prin
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_simulate(int argc, char **argv);
+int cmd_privacy(int argc, char **argv);
 
 #endif /* EDGEFL_CLI_H */

@@ -10,6 +10,7 @@ static const cli_cmd COMMANDS[] = {
     {"train", "train a model on this machine and report test accuracy", cmd_train},
     {"eval", "evaluate a saved model on a test set", cmd_eval},
     {"simulate", "simulate federated learning with virtual clients", cmd_simulate},
+    {"privacy", "epsilon spent by DP noise and sampling (RDP accountant)", cmd_privacy},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 
