@@ -39,6 +39,7 @@ bench: deps
 	@$(MAKE) --no-print-directory build
 	bash bench/train_vs_torch
 	bash bench/sim_vs_torch
+	bash bench/secagg
 
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60

@@ -25,5 +25,6 @@
 #include "edgefl/server.h"
 #include "edgefl/client.h"
 #include "edgefl/sim.h"
+#include "edgefl/accountant.h"
 
 #endif /* EDGEFL_EDGEFL_H */

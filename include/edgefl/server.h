@@ -70,7 +70,34 @@ typedef struct ef_server_config {
     double secagg_clip;          /* coordinates clipped to [-clip, clip] (default 1) */
     double secagg_weight_cap;    /* weight min(n_examples, cap) / cap (default 1000) */
     double secagg_stage_timeout_s; /* wait per key/share/unmask stage; 0: deadline_s or 60 */
+    /* Client-level differential privacy (DP-FedAvg, McMahan et al. 2018):
+     * every update is clipped to L2 norm dp_clip and counts with weight 1;
+     * Gaussian noise of stddev dp_noise * dp_clip is added to their sum,
+     * which is divided by clients_per_round. EF_DP_CENTRAL: the server adds
+     * it; EF_DP_DISTRIBUTED (needs secure aggregation): every client adds
+     * its share as integer noise before masking (dp_mechanism: Skellam or
+     * discrete Gaussian), sized for secagg_threshold survivors. Privacy
+     * spent is tracked by an RDP accountant (sampling rate clients selected
+     * / dp_population) and reported as each round's epsilon at dp_delta;
+     * with dp_target_epsilon > 0 the run stops before a round that would
+     * exceed it (ef_server_stop_reason). */
+    int dp;
+    double dp_noise;             /* noise multiplier z */
+    double dp_clip;              /* clipping norm C */
+    double dp_delta;             /* delta of the reported epsilon (default 1e-5) */
+    double dp_target_epsilon;    /* 0: no limit */
+    uint32_t dp_population;      /* clients the sample is drawn from; 0: those checked in */
+    int dp_mechanism;            /* EF_DP_SKELLAM (default) or EF_DP_DGAUSS */
+    /* Simulation only: server noise from `seed`, so runs repeat exactly
+     * (0: the operating system's randomness). */
+    int deterministic_noise;
 } ef_server_config;
+
+#define EF_DP_OFF 0
+#define EF_DP_CENTRAL 1
+#define EF_DP_DISTRIBUTED 2
+#define EF_DP_SKELLAM 1
+#define EF_DP_DGAUSS 2
 
 #define EF_SECAGG_OFF 0
 #define EF_SECAGG_PLUS 1
@@ -136,6 +163,13 @@ EF_API size_t ef_server_clients(const ef_server *s);
 
 /* Messages refused since creation. */
 EF_API uint64_t ef_server_refused(const ef_server *s);
+
+/* Why the run ended before its last round (the privacy budget), or "". */
+EF_API const char *ef_server_stop_reason(const ef_server *s);
+
+/* Differential privacy spent so far: epsilon at cfg.dp_delta (0 before the
+ * first noised round; NaN without DP). */
+EF_API double ef_server_epsilon(const ef_server *s);
 
 #ifdef __cplusplus
 }

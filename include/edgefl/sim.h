@@ -140,6 +140,10 @@ EF_API uint32_t ef_sim_malicious_count(const ef_sim *s);
 /* Simulated seconds elapsed. */
 EF_API double ef_sim_time(const ef_sim *s);
 
+/* The server the simulation drives (owned by the simulation): e.g. for
+ * ef_server_epsilon and ef_server_stop_reason. */
+EF_API const ef_server *ef_sim_server(const ef_sim *s);
+
 EF_API void ef_sim_free(ef_sim *s);
 
 #ifdef __cplusplus

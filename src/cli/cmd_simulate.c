@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "edgefl/accountant.h"
 
 static const char *USAGE =
     "edgefl simulate [--config FILE.json] [--dataset fashion-mnist] [--model logreg|mlp|cnn]\n"
@@ -32,7 +33,8 @@ static const char *DESC =
 typedef struct sim_opts {
     const char *config, *dataset, *data_dir, *model, *partition, *strategy, *profile;
     const char *metrics, *report, *out, *flops, *down, *up, *latency, *trace, *partition_out;
-    const char *secagg;
+    const char *secagg, *dp_mode, *dp_mech;
+    double dp_noise, dp_clip, dp_delta, dp_target;
     int sa_neighbors, sa_threshold, sa_bits;
     double sa_clip, sa_weight_cap, sa_timeout;
     int clients, min_per_client, rounds, cpr, min_updates, async, buffer_k, max_staleness;
@@ -82,7 +84,8 @@ static void on_round(void *user, const ef_sim_progress *p) {
             rs->time_to_target = r->sim_end;
         }
     }
-    char up[16], down[16], eta[16], acc[32] = "", loss[32] = "";
+    char up[16], down[16], eta[16], acc[32] = "", loss[32] = "", eps[32] = "";
+    if (isfinite(r->epsilon)) snprintf(eps, sizeof eps, "  eps %.3f", r->epsilon);
     human_bytes(up, sizeof up, (double)r->bytes_up);
     human_bytes(down, sizeof down, (double)r->bytes_down);
     cli_fmt_duration(eta, sizeof eta, p->eta_s);
@@ -91,10 +94,10 @@ static void on_round(void *user, const ef_sim_progress *p) {
     if (!isnan(r->train_loss)) snprintf(loss, sizeof loss, "  loss %.4f", r->train_loss);
     /* one line per round, also on a terminal */
     cli_progress_show(&rs->prog, 1,
-                      "round %u/%u  sel %u ok %u drop %u late %u%s%s  up %s down %s  "
+                      "round %u/%u  sel %u ok %u drop %u late %u%s%s%s  up %s down %s  "
                       "round %.1fs sim %.1fs  wall %.1fs  ETA %s",
                       r->round, p->rounds, r->selected, r->completed, r->dropped, r->late, loss,
-                      acc, up, down, r->sim_end - r->sim_start, r->sim_end, p->wall_s, eta);
+                      acc, eps, up, down, r->sim_end - r->sim_start, r->sim_end, p->wall_s, eta);
     cli_progress_done(&rs->prog);
     if (r->note[0] && !rs->prog.quiet) fprintf(stderr, "  round %u: %s\n", r->round, r->note);
 }
@@ -164,6 +167,16 @@ static int build_config(const sim_opts *o, ef_sim_config *c) {
     s->secagg_clip = o->sa_clip;
     s->secagg_weight_cap = o->sa_weight_cap;
     s->secagg_stage_timeout_s = o->sa_timeout;
+    s->dp = strcmp(o->dp_mode, "central") == 0       ? EF_DP_CENTRAL
+            : strcmp(o->dp_mode, "distributed") == 0 ? EF_DP_DISTRIBUTED
+                                                     : EF_DP_OFF;
+    s->dp_noise = o->dp_noise;
+    s->dp_clip = o->dp_clip;
+    s->dp_delta = o->dp_delta;
+    s->dp_target_epsilon = o->dp_target;
+    s->dp_mechanism = strcmp(o->dp_mech, "dgauss") == 0 ? EF_DP_DGAUSS : EF_DP_SKELLAM;
+    s->dp_population = (uint32_t)o->clients;
+    s->deterministic_noise = 1;
     if ((st = ef_device_profile_builtin(o->profile, &c->profile)) != EF_OK) goto bad;
     if (o->flops && (st = ef_dist_parse(o->flops, &c->profile.flops)) != EF_OK) goto bad;
     if (o->down && (st = ef_dist_parse(o->down, &c->profile.down_bps)) != EF_OK) goto bad;
@@ -181,6 +194,38 @@ static int build_config(const sim_opts *o, ef_sim_config *c) {
     return 0;
 bad:
     cli_error("simulate", "%s", ef_last_error());
+    return CLI_EXIT_USAGE;
+}
+
+/* A DP run whose planned rounds cannot fit its target epsilon is refused
+ * before it starts: 0 when they fit. */
+static int check_budget(const ef_sim_config *c) {
+    const ef_server_config *s = &c->server;
+    double selected = ceil(s->clients_per_round * s->overselect);
+    double q = selected / (c->n_clients > selected ? c->n_clients : selected);
+    ef_accountant *acc = NULL;
+    int exceeds = 1;
+    double eps = NAN;
+    ef_status st = ef_accountant_new(&acc, NULL, 0);
+    if (st == EF_OK)
+        st = ef_accountant_would_exceed(acc, q, s->dp_noise, s->rounds, s->dp_delta,
+                                        s->dp_target_epsilon, &exceeds, &eps);
+    uint64_t fit = 0;
+    if (st == EF_OK && exceeds)
+        st = ef_accountant_max_steps(acc, q, s->dp_noise, s->dp_delta, s->dp_target_epsilon,
+                                     s->rounds, &fit);
+    ef_accountant_free(acc);
+    if (st != EF_OK) {
+        cli_error("simulate", "%s", ef_last_error());
+        return CLI_EXIT_USAGE;
+    }
+    if (!exceeds) return 0;
+    cli_error("simulate",
+              "%u rounds at sampling rate %.4g and noise multiplier %g spend epsilon %.4g "
+              "(delta %g), above --dp-target-epsilon %g: only %llu rounds fit. Lower --rounds, "
+              "raise --dp-noise or the target",
+              s->rounds, q, s->dp_noise, eps, s->dp_delta, s->dp_target_epsilon,
+              (unsigned long long)fit);
     return CLI_EXIT_USAGE;
 }
 
@@ -212,6 +257,14 @@ static cJSON *config_json(const sim_opts *o, const ef_sim_config *c) {
         cJSON_AddNumberToObject(j, "secagg-clip", c->server.secagg_clip);
         cJSON_AddNumberToObject(j, "secagg-weight-cap", c->server.secagg_weight_cap);
     }
+    cJSON_AddStringToObject(j, "dp-mode", o->dp_mode);
+    if (c->server.dp) {
+        cJSON_AddNumberToObject(j, "dp-noise", c->server.dp_noise);
+        cJSON_AddNumberToObject(j, "dp-clip", c->server.dp_clip);
+        cJSON_AddNumberToObject(j, "dp-delta", c->server.dp_delta);
+        cJSON_AddNumberToObject(j, "dp-target-epsilon", c->server.dp_target_epsilon);
+        if (c->server.dp == EF_DP_DISTRIBUTED) cJSON_AddStringToObject(j, "dp-mechanism", o->dp_mech);
+    }
     cJSON_AddNumberToObject(j, "local-epochs", c->server.local_epochs);
     cJSON_AddNumberToObject(j, "batch", c->server.batch);
     cJSON_AddNumberToObject(j, "lr", o->lr);
@@ -233,7 +286,9 @@ int cmd_simulate(int argc, char **argv) {
                   .lr = 0.05, .server_lr = 0, .server_momentum = -1, .beta1 = -1, .beta2 = -1,
                   .prox_mu = -1, .trim_beta = -1, .availability = -1, .dropout = -1,
                   .offline = -1, .attack_scale = 1.0, .seed = 1, .min_per_client = 1,
-                  .secagg = "off", .sa_bits = 32, .sa_clip = 1.0, .sa_weight_cap = 1000.0};
+                  .secagg = "off", .sa_bits = 32, .sa_clip = 1.0, .sa_weight_cap = 1000.0,
+                  .dp_mode = "off", .dp_mech = "skellam", .dp_noise = 1.0, .dp_clip = 0.1,
+                  .dp_delta = 1e-5};
     cli_opt opts[] = {
         {"config", CLI_STR, &o.config, "FILE", "JSON object of options (keys = option names)", 0, 0, NULL, 0},
         {"dataset", CLI_CHOICE, &o.dataset, NULL, "dataset (default fashion-mnist)", 0, 0, "fashion-mnist", 0},
@@ -270,6 +325,12 @@ int cmd_simulate(int argc, char **argv) {
         {"secagg-clip", CLI_FLOAT, &o.sa_clip, "R", "clip each update coordinate to [-R, R] before quantizing (default 1)", 1e-9, 1e9, NULL, 0},
         {"secagg-weight-cap", CLI_FLOAT, &o.sa_weight_cap, "W", "an update counts min(examples, W) / W (default 1000)", 1, 1e12, NULL, 0},
         {"secagg-timeout", CLI_FLOAT, &o.sa_timeout, "S", "simulated seconds to wait at each key/share/unmask stage (default: --deadline or 60)", 0, 1e9, NULL, 0},
+        {"dp-mode", CLI_CHOICE, &o.dp_mode, "MODE", "client-level differential privacy: off, central (the server adds the noise), distributed (each client adds its share before SecAgg+ masking) (default off)", 0, 0, "off|central|distributed", 0},
+        {"dp-noise", CLI_FLOAT, &o.dp_noise, "Z", "noise multiplier: stddev Z x C on the sum of updates (default 1)", 1e-6, 1e6, NULL, 0},
+        {"dp-clip", CLI_FLOAT, &o.dp_clip, "C", "clip every update to L2 norm C (default 0.1; see docs/privacy.md)", 1e-9, 1e9, NULL, 0},
+        {"dp-delta", CLI_FLOAT, &o.dp_delta, "D", "delta of the reported epsilon (default 1e-5)", 1e-300, 0.5, NULL, 0},
+        {"dp-target-epsilon", CLI_FLOAT, &o.dp_target, "E", "stop before a round that would spend more; refuse a run whose rounds cannot fit (default 0: no limit)", 0, 1e9, NULL, 0},
+        {"dp-mechanism", CLI_CHOICE, &o.dp_mech, "M", "distributed noise: skellam or dgauss (distributed discrete Gaussian) (default skellam)", 0, 0, "skellam|dgauss", 0},
         {"local-epochs", CLI_INT, &o.epochs, "E", "client epochs per task (default 1)", 1, 1000, NULL, 0},
         {"batch", CLI_INT, &o.batch, "B", "client batch size (default 32)", 1, 4096, NULL, 0},
         {"lr", CLI_FLOAT, &o.lr, "X", "client learning rate (default 0.05)", 1e-9, 100, NULL, 0},
@@ -313,6 +374,10 @@ int cmd_simulate(int argc, char **argv) {
     }
     ef_sim_config sc;
     if ((rc = build_config(&o, &sc)) != 0) {
+        cli_config_free(keep);
+        return rc;
+    }
+    if (sc.server.dp && sc.server.dp_target_epsilon > 0 && (rc = check_budget(&sc)) != 0) {
         cli_config_free(keep);
         return rc;
     }
@@ -408,6 +473,12 @@ int cmd_simulate(int argc, char **argv) {
         }
     }
     double mean_round = nr ? sum.sim_time_s / (double)nr : 0;
+    const char *stop = ef_server_stop_reason(ef_sim_server(sim));
+    double epsilon = ef_server_epsilon(ef_sim_server(sim));
+    if (!o.quiet && stop[0]) fprintf(stderr, "edgefl simulate: %s\n", stop);
+    if (!o.quiet && isfinite(epsilon))
+        fprintf(stderr, "edgefl simulate: privacy spent: epsilon %.4f at delta %g\n", epsilon,
+                sc.server.dp_delta);
     if (!o.quiet)
         fprintf(stderr, "edgefl simulate: final accuracy %.4f after %zu rounds, %.1f s simulated "
                         "(%.1f s per round), %.1f s wall\n",
@@ -436,6 +507,11 @@ int cmd_simulate(int argc, char **argv) {
         for (size_t i = 0; i < nr; i++)
             completed += recs[i].completed, dropped += recs[i].dropped, late += recs[i].late;
         cJSON_AddNumberToObject(j, "updates", (double)completed);
+        if (isfinite(epsilon)) {
+            cJSON_AddNumberToObject(j, "epsilon", epsilon);
+            cJSON_AddNumberToObject(j, "delta", sc.server.dp_delta);
+        }
+        if (stop[0]) cJSON_AddStringToObject(j, "stopped", stop);
         cJSON_AddNumberToObject(j, "dropped", (double)dropped);
         cJSON_AddNumberToObject(j, "late", (double)late);
         if (o.target > 0) {

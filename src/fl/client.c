@@ -4,12 +4,14 @@
  * the answer. The update is written by the trainer straight into the
  * outgoing message, so a client never holds a second copy of the model.
  */
+#include <math.h>
 #include <sodium.h>
 #include <string.h>
 
 #include "core/core_internal.h"
 #include "edgefl/client.h"
 #include "fl_internal.h"
+#include "privacy/dp_internal.h"
 #include "privacy/secagg_internal.h"
 
 struct ef_client {
@@ -187,16 +189,25 @@ static ef_status sa_train_and_send(ef_client *c, uint32_t round, const uint8_t *
     uint8_t *p = b->data + EF_WIRE_HEADER;
     /* the words sit at buffer + 72: 4-byte aligned */
     uint32_t *words = (uint32_t *)(void *)(p + EF_SA_MASKED_FIXED);
+    /* differential privacy: clipped to L2 norm C, and every client weighs the same */
+    if (st == EF_OK && c->sa_set.dp_clip > 0 && isnan(ef__dp_clip_l2(delta, n, c->sa_set.dp_clip)))
+        st = ef__fail(EF_ERR_STATE, "client %u: the update is not finite", c->cfg.id);
     if (st == EF_OK) {
         ef__quant q = {.clip = c->sa_set.clip, .levels = c->sa_set.levels, .bits = (int)c->sa_set.bits};
         double cap = c->sa_set.weight_cap;
-        double ratio = (r.n_examples < cap ? r.n_examples : cap) / cap;
+        double ratio = c->sa_set.dp_clip > 0 ? 1.0 : (r.n_examples < cap ? r.n_examples : cap) / cap;
         uint8_t key[32];
         ef__drbg g;
         const uint8_t *k = task_key(c, "edgefl-secagg-rounding", key);
         if (k) ef__drbg_seed(&g, k, c->cfg.id);
         else st = ef__drbg_seed_random(&g);
         if (st == EF_OK) ef__quantize(words, delta, n, ratio, &q, &g);
+        /* distributed DP: this client's share of the noise, before masking */
+        uint32_t mm = ef__mod_mask(q.bits);
+        if (st == EF_OK && c->sa_set.dp_kind == 1)
+            st = ef__dp_add_skellam_u32(words, n, c->sa_set.dp_noise, mm, &g);
+        else if (st == EF_OK && c->sa_set.dp_kind == 2)
+            st = ef__dp_add_discrete_gaussian_u32(words, n, c->sa_set.dp_noise, mm, &g);
         ef__drbg_wipe(&g);
         sodium_memzero(key, sizeof key);
     }

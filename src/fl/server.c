@@ -11,9 +11,11 @@
 #include <string.h>
 
 #include "core/core_internal.h"
+#include "edgefl/accountant.h"
 #include "edgefl/rng.h"
 #include "edgefl/server.h"
 #include "fl_internal.h"
+#include "privacy/dp_internal.h"
 #include "privacy/secagg_internal.h"
 
 typedef enum cstate { C_OFFLINE = 0, C_IDLE, C_TRAINING, C_EVALUATING } cstate;
@@ -42,6 +44,8 @@ typedef struct sa_round {
     double *ratio;      /* (n) weight of participant i's update */
     uint32_t waiting;   /* participants still in that have not answered this stage */
     uint32_t *words;    /* (d) aligned copy of a masked update */
+    uint32_t dp_kind;   /* distributed DP: 1 Skellam, 2 discrete Gaussian; 0 none */
+    double dp_param;    /* ... each client's mu or sigma in quantized units */
 } sa_round;
 
 struct ef_server {
@@ -77,6 +81,15 @@ struct ef_server {
     ef_round_fn on_round;
     void *user;
     sa_round sa;
+    /* differential privacy */
+    ef_accountant *acct;    /* privacy spent; NULL without DP */
+    double *dp_sum;         /* central DP without secure aggregation: sum of clipped updates */
+    uint32_t dp_count;      /* ... and how many */
+    double dp_q;            /* sampling rate of the current round */
+    ef__drbg dp_rng;        /* the server's noise */
+    double *norms;          /* the round's update norms (for the record's median) */
+    size_t n_norms, cap_norms;
+    char stop_reason[200];
 };
 
 ef_server_config ef_server_defaults(void) {
@@ -95,6 +108,8 @@ ef_server_config ef_server_defaults(void) {
     c.secagg_bits = 32;
     c.secagg_clip = 1.0;
     c.secagg_weight_cap = 1000.0;
+    c.dp_delta = 1e-5;
+    c.dp_mechanism = EF_DP_SKELLAM;
     return c;
 }
 
@@ -288,6 +303,7 @@ static ef_status push_record(ef_server *s) {
 }
 
 static void open_record(ef_server *s, double now) {
+    s->n_norms = 0;
     s->rec = ef_round_record_empty(s->round);
     s->rec.sim_start = now;
     s->loss_sum = s->loss_w = 0;
@@ -301,9 +317,20 @@ static int round_settled(const ef_server *s) {
     return s->rec.completed + s->rec.dropped + s->rec.late + s->spent >= s->rec.selected;
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
 /* The round's record is complete: report it, store it, move on. */
 static ef_status close_record(ef_server *s, double now) {
     s->rec.sim_end = now;
+    if (s->n_norms > 0) {
+        qsort(s->norms, s->n_norms, sizeof *s->norms, cmp_double);
+        size_t h = s->n_norms / 2;
+        s->rec.update_norm_median =
+            s->n_norms % 2 ? s->norms[h] : 0.5 * (s->norms[h - 1] + s->norms[h]);
+    }
     if (s->loss_w > 0) s->rec.train_loss = s->loss_sum / s->loss_w;
     if (s->on_round) s->on_round(s->user, &s->rec, s->model, s->n_params);
     ef_status st = push_record(s);
@@ -325,6 +352,39 @@ static ef_status aggregate(ef_server *s) {
 
 static ef_status sa_start(ef_server *s, double now, size_t k, ef_outbox *out);
 
+/* DP: the round's sampling rate, and whether its release still fits the
+ * budget; a run whose next round would exceed dp_target_epsilon ends here. */
+static int dp_admit(ef_server *s, size_t selected) {
+    if (!s->cfg.dp) return 1;
+    double pop = s->cfg.dp_population ? (double)s->cfg.dp_population : (double)s->n_clients;
+    s->dp_q = selected / (pop > selected ? pop : (double)selected);
+    if (!(s->cfg.dp_target_epsilon > 0)) return 1;
+    int exceeds = 0;
+    double after = NAN;
+    if (ef_accountant_would_exceed(s->acct, s->dp_q, s->cfg.dp_noise, 1, s->cfg.dp_delta,
+                                   s->cfg.dp_target_epsilon, &exceeds, &after) != EF_OK)
+        exceeds = 1;
+    if (!exceeds) return 1;
+    snprintf(s->stop_reason, sizeof s->stop_reason,
+             "privacy budget: round %u would bring epsilon to %.4g, above the target %.4g "
+             "(delta %g); stopping after %u rounds",
+             s->round, after, s->cfg.dp_target_epsilon, s->cfg.dp_delta, s->round - 1);
+    s->ph = P_DONE;
+    return 0;
+}
+
+/* DP: mean_j = (sum_j + N(0, (z C)^2)) / clients_per_round, in place on a
+ * float vector holding the sum; `noise` is 0 when the clients added it. */
+static ef_status dp_noised_mean(ef_server *s, float *v, int noise) {
+    if (noise) {
+        ef_status st = ef__dp_gaussian(v, s->n_params, s->cfg.dp_noise * s->cfg.dp_clip, &s->dp_rng);
+        if (st != EF_OK) return st;
+    }
+    float inv = (float)(1.0 / s->cfg.clients_per_round);
+    for (size_t j = 0; j < s->n_params; j++) v[j] *= inv;
+    return EF_OK;
+}
+
 static ef_status start_round(ef_server *s, double now, ef_outbox *out) {
     if (s->ph == P_DONE) return EF_OK;
     size_t online = 0;
@@ -335,6 +395,7 @@ static ef_status start_round(ef_server *s, double now, ef_outbox *out) {
     size_t want = (size_t)ceil(s->cfg.clients_per_round * s->cfg.overselect);
     size_t k = select_idle(s, want, 0);
     if (k == 0) return EF_OK;
+    if (!dp_admit(s, k)) return EF_OK;
     if (s->cfg.secagg) {
         if (k < 2) return EF_OK; /* secure aggregation needs two clients: wait for more */
         return sa_start(s, now, k, out);
@@ -379,10 +440,26 @@ static ef_status finish_round(ef_server *s, double now, ef_outbox *out) {
         }
     }
     s->rec.late += outstanding;
+    if (s->cfg.dp && !s->cfg.secagg && s->dp_count > 0 && s->rec.completed >= s->cfg.min_updates) {
+        /* central DP: the noised mean of the clipped updates is the round's one update */
+        float *mean = ef_malloc((s->n_params ? s->n_params : 1) * sizeof *mean);
+        if (!mean) return EF_ERR_NOMEM;
+        for (size_t j = 0; j < s->n_params; j++) mean[j] = (float)s->dp_sum[j];
+        ef_status st = dp_noised_mean(s, mean, 1);
+        if (st == EF_OK) st = ef_strategy_add(s->strat, mean, 1.0);
+        ef_free(mean);
+        if (st == EF_ERR_NOMEM) return st;
+    }
+    s->dp_count = 0;
     if (s->rec.completed >= s->cfg.min_updates) {
         ef_status st = aggregate(s);
         if (st == EF_ERR_NOMEM) return st;
+        /* every released aggregate spends privacy */
+        if (s->cfg.dp && s->rec.aggregated &&
+            (st = ef_accountant_step(s->acct, s->dp_q, s->cfg.dp_noise, 1)) != EF_OK)
+            return st;
     }
+    if (s->cfg.dp) ef_accountant_epsilon(s->acct, s->cfg.dp_delta, &s->rec.epsilon, NULL);
     if (s->cfg.fed_eval_every && s->round % s->cfg.fed_eval_every == 0) {
         size_t k = select_idle(s, s->cfg.fed_eval_clients, 1);
         s->ev_n = s->ev_correct = 0;
@@ -457,9 +534,12 @@ static ef_status send_sa_setup(ef_server *s, client_rec *c, uint32_t index, ef_o
     ef__wr32(q + 12, a->p.t);
     ef__wr32(q + 16, (uint32_t)a->p.bits);
     ef__wr32(q + 20, a->q.levels);
+    ef__wr32(q + 24, a->dp_kind);
     ef__wr32(q + 28, a->p.no_mask ? EF_SA_FLAG_NO_MASK : 0);
     ef__wrf64(q + 32, a->q.clip);
     ef__wrf64(q + 40, s->cfg.secagg_weight_cap);
+    ef__wrf64(q + 48, s->cfg.dp ? s->cfg.dp_clip : 0.0);
+    ef__wrf64(q + 56, a->dp_param);
     if ((st = send_buf(s, c->id, EF_MSG_SA_SETUP, b, EF_SA_SETUP_PAYLOAD, out)) != EF_OK) return st;
     s->rec.selected++;
     c->state = C_TRAINING;
@@ -488,8 +568,24 @@ static ef_status sa_start(ef_server *s, double now, size_t k, ef_outbox *out) {
     a->p.d = s->n_params;
     a->p.round = ((uint64_t)s->cfg.job << 32) ^ s->round;
     a->p.no_mask = s->cfg.secagg == EF_SECAGG_PLAIN;
-    ef_status st = ef__quant_init(&a->q, s->cfg.secagg_clip, s->cfg.secagg_bits, n);
+    /* distributed DP: the clients' noise needs room in the modulus beside
+     * the n vectors; its total stddev is z C scale = z C L / 2R, so 6 z C / R
+     * more summands of L cover 12 standard deviations */
+    uint32_t room = 0;
+    a->dp_kind = 0;
+    a->dp_param = 0.0;
+    if (s->cfg.dp == EF_DP_DISTRIBUTED)
+        room = (uint32_t)ceil(6.0 * s->cfg.dp_noise * s->cfg.dp_clip / s->cfg.secagg_clip) + 1;
+    ef_status st = ef__quant_init(&a->q, s->cfg.secagg_clip, s->cfg.secagg_bits, n + room);
     if (st != EF_OK) return st;
+    if (s->cfg.dp == EF_DP_DISTRIBUTED) {
+        /* sized so that t surviving clients' noise adds up to the target */
+        double scale = a->q.levels / (2.0 * a->q.clip);
+        a->dp_kind = s->cfg.dp_mechanism == EF_DP_DGAUSS ? 2 : 1;
+        st = a->dp_kind == 2 ? ef__dp_calibrate_dgauss(s->cfg.dp_noise, s->cfg.dp_clip, scale, a->p.t, &a->dp_param)
+                             : ef__dp_calibrate_skellam(s->cfg.dp_noise, s->cfg.dp_clip, scale, a->p.t, &a->dp_param);
+        if (st != EF_OK) return st;
+    }
     a->part = ef_malloc(n * sizeof *a->part);
     a->heard = ef_calloc(n, 1);
     a->gone = ef_calloc(n, 1);
@@ -536,10 +632,28 @@ static ef_status sa_finish(ef_server *s, double now, ef_outbox *out) {
     if (n_summed > 0 && wsum > 0) {
         float *mean = ef_malloc((s->n_params ? s->n_params : 1) * sizeof *mean);
         if (!mean) return EF_ERR_NOMEM;
-        ef__dequantize_sum(mean, sum, s->n_params, n_summed, &a->q);
-        float inv = (float)(1.0 / wsum);
-        for (size_t j = 0; j < s->n_params; j++) mean[j] *= inv;
-        st = ef_strategy_add(s->strat, mean, 1.0);
+        if (a->dp_kind) {
+            /* the clients' zero-mean noise may take a coordinate's sum below 0
+             * or past n L: read it as the signed distance from n L / 2 */
+            uint32_t mm = ef__mod_mask(a->p.bits);
+            uint64_t mod = (uint64_t)mm + 1;
+            uint32_t mid = (uint32_t)(((uint64_t)n_summed * a->q.levels) / 2);
+            double step = 2.0 * a->q.clip / a->q.levels;
+            for (size_t j = 0; j < s->n_params; j++) {
+                int64_t dev = (int64_t)((sum[j] - mid) & mm);
+                if ((uint64_t)dev >= mod / 2) dev -= (int64_t)mod;
+                mean[j] = (float)(((double)mid + (double)dev) * step - n_summed * a->q.clip);
+            }
+        } else {
+            ef__dequantize_sum(mean, sum, s->n_params, n_summed, &a->q);
+        }
+        if (s->cfg.dp) {
+            st = dp_noised_mean(s, mean, s->cfg.dp == EF_DP_CENTRAL);
+        } else {
+            float inv = (float)(1.0 / wsum);
+            for (size_t j = 0; j < s->n_params; j++) mean[j] *= inv;
+        }
+        if (st == EF_OK) st = ef_strategy_add(s->strat, mean, 1.0);
         ef_free(mean);
         if (st == EF_ERR_NOMEM) return st;
         if (st != EF_OK) s->rec.rejected++;
@@ -634,7 +748,7 @@ static ef_status on_sa_message(ef_server *s, double now, const ef_msg *m, size_t
         for (size_t j = 0; j < s->n_params; j++) y[j] = ef__rd32(sm.raw + 4 * j);
         if ((st = ef_sa_server_on_masked(a->srv, i, y)) != EF_OK) break;
         double cap = s->cfg.secagg_weight_cap;
-        a->ratio[i] = (sm.n_examples < cap ? sm.n_examples : cap) / cap;
+        a->ratio[i] = s->cfg.dp ? 1.0 : (sm.n_examples < cap ? sm.n_examples : cap) / cap;
         s->rec.completed++;
         s->loss_sum += (double)sm.train_loss * sm.n_examples;
         s->loss_w += sm.n_examples;
@@ -758,10 +872,38 @@ static ef_status on_update(ef_server *s, double now, const ef_msg *m, size_t len
         ef_wire_floats(tmp, u.raw, s->n_params);
         delta = tmp;
     }
-    st = ef_strategy_add(s->strat, delta, weight);
+    if (s->n_norms == s->cap_norms) {
+        size_t nc = s->cap_norms ? 2 * s->cap_norms : 64;
+        double *nv = ef_realloc(s->norms, nc * sizeof *nv);
+        if (!nv) {
+            ef_free(tmp);
+            return EF_ERR_NOMEM;
+        }
+        s->norms = nv, s->cap_norms = nc;
+    }
+    double unorm = ef__dp_l2_norm(delta, s->n_params);
+    if (s->cfg.dp) {
+        /* DP-FedAvg: clip to C, weight 1; finish_round adds the noise */
+        float *cl = tmp ? tmp : ef_malloc((s->n_params ? s->n_params : 1) * sizeof *cl);
+        if (!cl) return EF_ERR_NOMEM;
+        if (cl != delta) memcpy(cl, delta, s->n_params * sizeof *cl);
+        double norm = ef__dp_clip_l2(cl, s->n_params, s->cfg.dp_clip);
+        if (isnan(norm)) {
+            st = ef__fail(EF_ERR_INVALID, "update from client %u has a non-finite value", c->id);
+        } else {
+            for (size_t j = 0; j < s->n_params; j++)
+                s->dp_sum[j] = s->dp_count ? s->dp_sum[j] + cl[j] : (double)cl[j];
+            s->dp_count++;
+            st = EF_OK;
+        }
+        if (cl != tmp) ef_free(cl);
+    } else {
+        st = ef_strategy_add(s->strat, delta, weight);
+    }
     ef_free(tmp);
     c->state = C_IDLE;
     if (s->cfg.async) s->training--;
+    if (st == EF_OK && isfinite(unorm)) s->norms[s->n_norms++] = unorm;
     if (st != EF_OK) {
         if (st == EF_ERR_NOMEM) return st;
         st = refuse(s, st);
@@ -939,6 +1081,26 @@ static ef_status check_config(const ef_server_config *c) {
         return ef__fail(EF_ERR_INVALID, "server: client learning rate must be > 0");
     if (!(c->momentum >= 0 && c->momentum < 1))
         return ef__fail(EF_ERR_INVALID, "server: client momentum must be in [0, 1)");
+    if (c->dp < EF_DP_OFF || c->dp > EF_DP_DISTRIBUTED)
+        return ef__fail(EF_ERR_INVALID, "server: unknown differential privacy mode %d", c->dp);
+    if (c->dp) {
+        if (!(c->dp_noise > 0) || !isfinite(c->dp_noise))
+            return ef__fail(EF_ERR_INVALID, "server: DP noise multiplier must be > 0");
+        if (!(c->dp_clip > 0) || !isfinite(c->dp_clip))
+            return ef__fail(EF_ERR_INVALID, "server: DP clipping norm must be > 0");
+        if (!(c->dp_delta > 0 && c->dp_delta < 1))
+            return ef__fail(EF_ERR_INVALID, "server: DP delta must be in (0, 1)");
+        if (!(c->dp_target_epsilon >= 0) || !isfinite(c->dp_target_epsilon))
+            return ef__fail(EF_ERR_INVALID, "server: DP target epsilon must be >= 0");
+        if (c->async)
+            return ef__fail(EF_ERR_UNSUPPORTED, "server: differential privacy runs with "
+                                                "synchronous rounds only");
+        if (c->dp == EF_DP_DISTRIBUTED && c->secagg != EF_SECAGG_PLUS && c->secagg != EF_SECAGG_PLAIN)
+            return ef__fail(EF_ERR_INVALID, "server: distributed DP needs secure aggregation "
+                                            "(the clients' noise is only private in the masked sum)");
+        if (c->dp_mechanism != EF_DP_SKELLAM && c->dp_mechanism != EF_DP_DGAUSS)
+            return ef__fail(EF_ERR_INVALID, "server: unknown DP mechanism %d", c->dp_mechanism);
+    }
     if (c->secagg < EF_SECAGG_OFF || c->secagg > EF_SECAGG_PLAIN)
         return ef__fail(EF_ERR_INVALID, "server: unknown secure aggregation mode %d", c->secagg);
     if (c->secagg) {
@@ -1005,6 +1167,22 @@ ef_status ef_server_new(ef_server **out, const ef_server_config *cfg,
     }
     memcpy(s->model, ef_params_data(init), s->n_params * sizeof(float));
     s->rec = ef_round_record_empty(0);
+    if (cfg->dp) {
+        if ((st = ef_accountant_new(&s->acct, NULL, 0)) != EF_OK) goto fail;
+        if (!cfg->secagg &&
+            !(s->dp_sum = ef_calloc(s->n_params ? s->n_params : 1, sizeof *s->dp_sum))) {
+            st = EF_ERR_NOMEM;
+            goto fail;
+        }
+        if (cfg->deterministic_noise) {
+            uint8_t key[32];
+            ef__drbg_key_from_seed(key, cfg->seed, "edgefl-server-dp-noise");
+            ef__drbg_seed(&s->dp_rng, key, 0);
+            sodium_memzero(key, sizeof key);
+        } else if ((st = ef__drbg_seed_random(&s->dp_rng)) != EF_OK) {
+            goto fail;
+        }
+    }
     *out = s;
     return EF_OK;
 fail:
@@ -1016,6 +1194,10 @@ void ef_server_free(ef_server *s) {
     if (!s) return;
     sa_reset(s);
     ef_free(s->sa.words);
+    ef_accountant_free(s->acct);
+    ef_free(s->dp_sum);
+    ef_free(s->norms);
+    ef__drbg_wipe(&s->dp_rng);
     ef_strategy_free(s->strat);
     ef_free(s->model);
     ef_buf_unref(s->model_buf);
@@ -1043,3 +1225,12 @@ const ef_round_record *ef_server_records(const ef_server *s, size_t *n) {
 size_t ef_server_clients(const ef_server *s) { return s->n_clients; }
 
 uint64_t ef_server_refused(const ef_server *s) { return s->refused; }
+
+const char *ef_server_stop_reason(const ef_server *s) { return s->stop_reason; }
+
+double ef_server_epsilon(const ef_server *s) {
+    if (!s->acct) return NAN;
+    double eps = NAN;
+    if (ef_accountant_epsilon(s->acct, s->cfg.dp_delta, &eps, NULL) != EF_OK) return NAN;
+    return eps;
+}

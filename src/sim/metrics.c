@@ -48,6 +48,7 @@ ef_round_record ef_round_record_empty(uint32_t round) {
     r.train_loss = r.test_accuracy = r.test_loss = r.fed_accuracy = r.fed_loss = NAN;
     r.staleness_mean = NAN;
     r.epsilon = NAN;
+    r.update_norm_median = NAN;
     return r;
 }
 
@@ -129,6 +130,7 @@ ef_status ef_round_record_write_json(FILE *f, const ef_round_record *r, int with
     j_f64(&j, "staleness_mean", r->staleness_mean);
     j_u64(&j, "staleness_max", r->staleness_max);
     j_f64(&j, "epsilon", r->epsilon);
+    j_f64(&j, "update_norm_median", r->update_norm_median);
     if (r->note[0]) j_str(&j, "note", r->note);
     j.len += (size_t)snprintf(j.buf + j.len, sizeof j.buf - j.len, "}\n");
     c_numeric_leave(&loc);

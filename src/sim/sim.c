@@ -636,3 +636,4 @@ const float *ef_sim_model(const ef_sim *s, size_t *n) { return ef_server_model(s
 const ef_partition *ef_sim_partition(const ef_sim *s) { return &s->part_train; }
 uint32_t ef_sim_malicious_count(const ef_sim *s) { return s->n_malicious; }
 double ef_sim_time(const ef_sim *s) { return s->now; }
+const ef_server *ef_sim_server(const ef_sim *s) { return s->server; }

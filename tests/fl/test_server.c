@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "edgefl/accountant.h"
 #include "edgefl/client.h"
 #include "edgefl/params.h"
 #include "edgefl/server.h"
@@ -1461,8 +1462,90 @@ static void test_determinism(void) {
     }
 }
 
+/* Runs rounds until the server is done: every message delivered at once. */
+static void run_all(net *t, double now) {
+    for (int guard = 0; guard < 1000 && !ef_server_done(t->s); guard++) {
+        route(t);
+        int moved = 0;
+        for (int k = 0; k < t->n; k++)
+            while (t->up[k].n > 0) {
+                CHECK_OK(deliver(t, k, now));
+                moved++;
+            }
+        if (!moved && t->down.n == 0) break;
+    }
+}
+
+/* Central DP: clipped, noised aggregates; epsilon per round from the
+ * accountant; a budget reached mid-run stops the run with its reason. */
+static void test_dp_budget(void) {
+    ef_server_config cfg = base_config();
+    cfg.rounds = 10;
+    cfg.clients_per_round = 4;
+    cfg.min_clients = 10;
+    cfg.dp = EF_DP_CENTRAL;
+    cfg.dp_noise = 1.0;
+    cfg.dp_clip = 0.5;
+    cfg.dp_population = 10; /* q = 0.4 */
+    cfg.deterministic_noise = 1;
+    /* the target: just what two rounds spend */
+    double eps2 = NAN;
+    ef_accountant *acc;
+    CHECK_OK(ef_accountant_new(&acc, NULL, 0));
+    CHECK_OK(ef_accountant_step(acc, 0.4, 1.0, 2));
+    CHECK_OK(ef_accountant_epsilon(acc, cfg.dp_delta, &eps2, NULL));
+    ef_accountant_free(acc);
+    cfg.dp_target_epsilon = eps2;
+    ef_strategy_config sc = ef_strategy_defaults(EF_STRAT_FEDAVG);
+    net *t = net_new(&cfg, &sc, 10, NULL);
+    CHECK(ef_server_epsilon(t->s) == 0.0);
+    for (int k = 0; k < 10; k++) checkin(t, k, 0.0);
+    run_all(t, 1.0);
+    CHECK(ef_server_done(t->s));
+    CHECK_MSG(n_records(t) == 2, "%zu rounds, expected 2", n_records(t));
+    CHECK(strstr(ef_server_stop_reason(t->s), "privacy budget") != NULL);
+    CHECK_MSG(ef_server_epsilon(t->s) == eps2, "epsilon %.17g, expected %.17g",
+              ef_server_epsilon(t->s), eps2);
+    CHECK(record(t, 1)->epsilon == eps2 && record(t, 0)->epsilon < eps2);
+    CHECK(record(t, 0)->aggregated && record(t, 1)->aggregated);
+    /* the fake updates have norm far above 0.5: the model moved by a clipped,
+     * noised mean, not by the plain FedAvg of the updates */
+    size_t np;
+    const float *m = ef_server_model(t->s, &np);
+    double moved = 0;
+    for (size_t i = 0; i < np; i++) moved += (m[i] - t->init[i]) * (m[i] - t->init[i]);
+    CHECK(moved > 0 && isfinite(moved));
+    net_free(t);
+    /* without DP: no epsilon */
+    cfg.dp = EF_DP_OFF;
+    t = net_new(&cfg, &sc, 10, NULL);
+    CHECK(isnan(ef_server_epsilon(t->s)));
+    net_free(t);
+    /* bad settings refused */
+    ef_server *s = NULL;
+    ef_params *p = NULL;
+    int64_t shape[1] = {NP};
+    CHECK_OK(ef_params_new(&p));
+    CHECK_OK(ef_params_add(p, "w", 1, shape));
+    CHECK_OK(ef_params_alloc(p));
+    cfg = base_config();
+    cfg.dp = EF_DP_DISTRIBUTED; /* without secure aggregation */
+    CHECK(ef_server_new(&s, &cfg, &sc, p, NULL, NULL) == EF_ERR_INVALID);
+    cfg.dp = EF_DP_CENTRAL;
+    cfg.dp_clip = 1.0;
+    cfg.dp_noise = 0;
+    CHECK(ef_server_new(&s, &cfg, &sc, p, NULL, NULL) == EF_ERR_INVALID);
+    cfg.dp_noise = 1, cfg.dp_delta = 1;
+    CHECK(ef_server_new(&s, &cfg, &sc, p, NULL, NULL) == EF_ERR_INVALID);
+    cfg.dp_delta = 1e-5, cfg.async = 1;
+    CHECK(ef_server_new(&s, &cfg, &sc, p, NULL, NULL) == EF_ERR_UNSUPPORTED);
+    CHECK(s == NULL);
+    ef_params_free(p);
+}
+
 int main(void) {
     test_sync_rounds();
+    test_dp_budget();
     test_fedprox();
     test_deadline();
     test_leave();
