@@ -39,6 +39,7 @@ typedef struct ef_round_record {
     double staleness_mean;   /* asynchronous mode: model versions behind */
     uint32_t staleness_max;
     double epsilon;          /* differential privacy spent so far (NaN without DP) */
+    double dp_clip;          /* the clipping norm used this round (NaN without DP) */
     double update_norm_median; /* median L2 norm of the round's updates before any clipping
                               * (NaN when the server cannot see them: secure aggregation) */
     char note[160];          /* why a round did not aggregate, e.g. a secure aggregation

@@ -88,6 +88,16 @@ typedef struct ef_server_config {
     double dp_target_epsilon;    /* 0: no limit */
     uint32_t dp_population;      /* clients the sample is drawn from; 0: those checked in */
     int dp_mechanism;            /* EF_DP_SKELLAM (default) or EF_DP_DGAUSS */
+    /* Adaptive clipping (Andrew et al. 2021; central DP without secure
+     * aggregation): C follows the dp_adaptive_quantile of the update norms,
+     * C <- C exp(-lr (b - quantile)) with b the noised fraction of updates
+     * within C (noise stddev dp_adaptive_noise, 0: clients_per_round / 20);
+     * the update noise becomes (z^-2 - (2 sigma_b)^-2)^-1/2 so that both
+     * queries together still spend the budget of multiplier z. */
+    int dp_adaptive;
+    double dp_adaptive_quantile; /* default 0.5 */
+    double dp_adaptive_lr;       /* default 0.2 */
+    double dp_adaptive_noise;    /* sigma_b */
     /* Simulation only: server noise from `seed`, so runs repeat exactly
      * (0: the operating system's randomness). */
     int deterministic_noise;

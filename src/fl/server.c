@@ -87,6 +87,10 @@ struct ef_server {
     uint32_t dp_count;      /* ... and how many */
     double dp_q;            /* sampling rate of the current round */
     ef__drbg dp_rng;        /* the server's noise */
+    ef__dp_adaptive adapt;  /* adaptive clipping; adapt.clip is the current C */
+    double dp_stddev;       /* noise on the sum: z C, or z_delta C when adaptive */
+    double dp_zdelta;       /* the update's noise multiplier */
+    uint32_t dp_below;      /* updates within C this round */
     double *norms;          /* the round's update norms (for the record's median) */
     size_t n_norms, cap_norms;
     char stop_reason[200];
@@ -110,6 +114,8 @@ ef_server_config ef_server_defaults(void) {
     c.secagg_weight_cap = 1000.0;
     c.dp_delta = 1e-5;
     c.dp_mechanism = EF_DP_SKELLAM;
+    c.dp_adaptive_quantile = 0.5;
+    c.dp_adaptive_lr = 0.2;
     return c;
 }
 
@@ -377,7 +383,7 @@ static int dp_admit(ef_server *s, size_t selected) {
  * float vector holding the sum; `noise` is 0 when the clients added it. */
 static ef_status dp_noised_mean(ef_server *s, float *v, int noise) {
     if (noise) {
-        ef_status st = ef__dp_gaussian(v, s->n_params, s->cfg.dp_noise * s->cfg.dp_clip, &s->dp_rng);
+        ef_status st = ef__dp_gaussian(v, s->n_params, s->dp_stddev, &s->dp_rng);
         if (st != EF_OK) return st;
     }
     float inv = (float)(1.0 / s->cfg.clients_per_round);
@@ -450,7 +456,9 @@ static ef_status finish_round(ef_server *s, double now, ef_outbox *out) {
         ef_free(mean);
         if (st == EF_ERR_NOMEM) return st;
     }
-    s->dp_count = 0;
+    uint32_t below = s->dp_below, counted = s->dp_count;
+    s->dp_count = s->dp_below = 0;
+    if (s->cfg.dp) s->rec.dp_clip = s->adapt.clip;
     if (s->rec.completed >= s->cfg.min_updates) {
         ef_status st = aggregate(s);
         if (st == EF_ERR_NOMEM) return st;
@@ -460,6 +468,13 @@ static ef_status finish_round(ef_server *s, double now, ef_outbox *out) {
             return st;
     }
     if (s->cfg.dp) ef_accountant_epsilon(s->acct, s->cfg.dp_delta, &s->rec.epsilon, NULL);
+    if (s->cfg.dp_adaptive && s->rec.aggregated && counted > 0) {
+        /* the next round's C from this round's noised fraction within C */
+        uint32_t m = counted > s->cfg.clients_per_round ? counted : s->cfg.clients_per_round;
+        ef_status st = ef__dp_adaptive_update(&s->adapt, below, m, &s->dp_rng, NULL);
+        if (st != EF_OK) return st;
+        s->dp_stddev = s->dp_zdelta * s->adapt.clip;
+    }
     if (s->cfg.fed_eval_every && s->round % s->cfg.fed_eval_every == 0) {
         size_t k = select_idle(s, s->cfg.fed_eval_clients, 1);
         s->ev_n = s->ev_correct = 0;
@@ -887,13 +902,14 @@ static ef_status on_update(ef_server *s, double now, const ef_msg *m, size_t len
         float *cl = tmp ? tmp : ef_malloc((s->n_params ? s->n_params : 1) * sizeof *cl);
         if (!cl) return EF_ERR_NOMEM;
         if (cl != delta) memcpy(cl, delta, s->n_params * sizeof *cl);
-        double norm = ef__dp_clip_l2(cl, s->n_params, s->cfg.dp_clip);
+        double norm = ef__dp_clip_l2(cl, s->n_params, s->adapt.clip);
         if (isnan(norm)) {
             st = ef__fail(EF_ERR_INVALID, "update from client %u has a non-finite value", c->id);
         } else {
             for (size_t j = 0; j < s->n_params; j++)
                 s->dp_sum[j] = s->dp_count ? s->dp_sum[j] + cl[j] : (double)cl[j];
             s->dp_count++;
+            s->dp_below += norm <= s->adapt.clip;
             st = EF_OK;
         }
         if (cl != tmp) ef_free(cl);
@@ -1100,6 +1116,10 @@ static ef_status check_config(const ef_server_config *c) {
                                             "(the clients' noise is only private in the masked sum)");
         if (c->dp_mechanism != EF_DP_SKELLAM && c->dp_mechanism != EF_DP_DGAUSS)
             return ef__fail(EF_ERR_INVALID, "server: unknown DP mechanism %d", c->dp_mechanism);
+        if (c->dp_adaptive && (c->dp != EF_DP_CENTRAL || c->secagg))
+            return ef__fail(EF_ERR_UNSUPPORTED, "server: adaptive clipping needs central DP "
+                                                "without secure aggregation (the server must "
+                                                "see the update norms)");
     }
     if (c->secagg < EF_SECAGG_OFF || c->secagg > EF_SECAGG_PLAIN)
         return ef__fail(EF_ERR_INVALID, "server: unknown secure aggregation mode %d", c->secagg);
@@ -1168,6 +1188,16 @@ ef_status ef_server_new(ef_server **out, const ef_server_config *cfg,
     memcpy(s->model, ef_params_data(init), s->n_params * sizeof(float));
     s->rec = ef_round_record_empty(0);
     if (cfg->dp) {
+        double sigma_b = cfg->dp_adaptive_noise > 0 ? cfg->dp_adaptive_noise
+                                                    : cfg->clients_per_round / 20.0;
+        s->dp_zdelta = cfg->dp_noise;
+        if ((st = ef__dp_adaptive_init(&s->adapt, cfg->dp_clip, cfg->dp_adaptive_quantile,
+                                       cfg->dp_adaptive_lr, cfg->dp_adaptive ? sigma_b : 0.0)) != EF_OK)
+            goto fail;
+        if (cfg->dp_adaptive &&
+            (st = ef__dp_adaptive_noise_split(cfg->dp_noise, sigma_b, &s->dp_zdelta)) != EF_OK)
+            goto fail;
+        s->dp_stddev = s->dp_zdelta * cfg->dp_clip;
         if ((st = ef_accountant_new(&s->acct, NULL, 0)) != EF_OK) goto fail;
         if (!cfg->secagg &&
             !(s->dp_sum = ef_calloc(s->n_params ? s->n_params : 1, sizeof *s->dp_sum))) {

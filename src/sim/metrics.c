@@ -49,6 +49,7 @@ ef_round_record ef_round_record_empty(uint32_t round) {
     r.staleness_mean = NAN;
     r.epsilon = NAN;
     r.update_norm_median = NAN;
+    r.dp_clip = NAN;
     return r;
 }
 
@@ -130,6 +131,7 @@ ef_status ef_round_record_write_json(FILE *f, const ef_round_record *r, int with
     j_f64(&j, "staleness_mean", r->staleness_mean);
     j_u64(&j, "staleness_max", r->staleness_max);
     j_f64(&j, "epsilon", r->epsilon);
+    j_f64(&j, "dp_clip", r->dp_clip);
     j_f64(&j, "update_norm_median", r->update_norm_median);
     if (r->note[0]) j_str(&j, "note", r->note);
     j.len += (size_t)snprintf(j.buf + j.len, sizeof j.buf - j.len, "}\n");

@@ -5,7 +5,8 @@
 # cannot fit --dp-target-epsilon is refused before it starts (exit 2, with
 # how many rounds fit); central noise works with and without SecAgg+, distributed noise
 # (Skellam, discrete Gaussian) with it, and distributed noise without secure
-# aggregation is refused. Same seed, same metrics.
+# aggregation is refused; adaptive clipping brings C to the median update
+# norm. Same seed, same metrics.
 # usage: test_dp.sh EDGEFL_BINARY SOURCE_DIR
 set -u
 EF=$1
@@ -59,6 +60,20 @@ cmp -s "$tmp/c1.jsonl" "$tmp/c2.jsonl" || fail "same seed, different DP metrics"
 t3=$(/usr/bin/python3 -c "import json; print([json.loads(l)['epsilon'] for l in open('$tmp/c1.jsonl')][2])")
 expect 2 "$EF" simulate "${COMMON[@]}" --rounds 5 --dp-mode central --dp-noise 1.1 \
     --dp-clip 0.5 --dp-target-epsilon "$t3"; err_has "only 3 rounds fit"
+
+# adaptive clipping: from C = 1, far above the updates' norms, C comes down to
+# their median (Andrew et al.'s quantile 0.5) within 20 rounds
+expect 0 "$EF" simulate "${COMMON[@]}" --rounds 20 --dp-mode central --dp-noise 1 \
+    --dp-clip 1 --dp-adaptive-clip --metrics "$tmp/ad.jsonl"
+/usr/bin/python3 - "$tmp/ad.jsonl" <<'PY' || fail "adaptive clipping did not follow the median norm"
+import json, sys
+r = [json.loads(l) for l in open(sys.argv[1])]
+c, m = r[-1]["dp_clip"], r[-1]["update_norm_median"]
+print("adaptive clip: C %.4f -> %.4f, median norm %.4f" % (r[0]["dp_clip"], c, m), file=sys.stderr)
+sys.exit(0 if r[0]["dp_clip"] == 1 and 0.5 * m < c < 2 * m else 1)
+PY
+expect 1 "$EF" simulate "${COMMON[@]}" --rounds 1 --secagg on --dp-mode central \
+    --dp-adaptive-clip; err_has "adaptive clipping"
 
 # with SecAgg+: central and distributed noise
 for mode in central distributed; do
