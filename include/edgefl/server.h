@@ -88,6 +88,9 @@ typedef struct ef_server_config {
     double dp_target_epsilon;    /* 0: no limit */
     uint32_t dp_population;      /* clients the sample is drawn from; 0: those checked in */
     int dp_mechanism;            /* EF_DP_SKELLAM (default) or EF_DP_DGAUSS */
+    double dp_min_survivors;     /* distributed: the noise is sized for this fraction of the
+                                  * round's clients (at least the threshold; default 0.8);
+                                  * a round with fewer survivors is not released */
     /* Adaptive clipping (Andrew et al. 2021; central DP without secure
      * aggregation): C follows the dp_adaptive_quantile of the update norms,
      * C <- C exp(-lr (b - quantile)) with b the noised fraction of updates

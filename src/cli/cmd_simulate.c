@@ -34,7 +34,7 @@ typedef struct sim_opts {
     const char *config, *dataset, *data_dir, *model, *partition, *strategy, *profile;
     const char *metrics, *report, *out, *flops, *down, *up, *latency, *trace, *partition_out;
     const char *secagg, *dp_mode, *dp_mech;
-    double dp_noise, dp_clip, dp_delta, dp_target, dp_aq, dp_alr, dp_anoise;
+    double dp_noise, dp_clip, dp_delta, dp_target, dp_aq, dp_alr, dp_anoise, dp_min_surv;
     int dp_adaptive;
     int sa_neighbors, sa_threshold, sa_bits;
     double sa_clip, sa_weight_cap, sa_timeout;
@@ -178,6 +178,7 @@ static int build_config(const sim_opts *o, ef_sim_config *c) {
     s->dp_mechanism = strcmp(o->dp_mech, "dgauss") == 0 ? EF_DP_DGAUSS : EF_DP_SKELLAM;
     s->dp_population = (uint32_t)o->clients;
     s->dp_adaptive = o->dp_adaptive;
+    s->dp_min_survivors = o->dp_min_surv;
     s->dp_adaptive_quantile = o->dp_aq;
     s->dp_adaptive_lr = o->dp_alr;
     s->dp_adaptive_noise = o->dp_anoise;
@@ -268,7 +269,10 @@ static cJSON *config_json(const sim_opts *o, const ef_sim_config *c) {
         cJSON_AddNumberToObject(j, "dp-clip", c->server.dp_clip);
         cJSON_AddNumberToObject(j, "dp-delta", c->server.dp_delta);
         cJSON_AddNumberToObject(j, "dp-target-epsilon", c->server.dp_target_epsilon);
-        if (c->server.dp == EF_DP_DISTRIBUTED) cJSON_AddStringToObject(j, "dp-mechanism", o->dp_mech);
+        if (c->server.dp == EF_DP_DISTRIBUTED) {
+            cJSON_AddStringToObject(j, "dp-mechanism", o->dp_mech);
+            cJSON_AddNumberToObject(j, "dp-min-survivors", c->server.dp_min_survivors);
+        }
         if (c->server.dp_adaptive) {
             cJSON_AddNumberToObject(j, "dp-adaptive-quantile", c->server.dp_adaptive_quantile);
             cJSON_AddNumberToObject(j, "dp-adaptive-lr", c->server.dp_adaptive_lr);
@@ -297,7 +301,7 @@ int cmd_simulate(int argc, char **argv) {
                   .offline = -1, .attack_scale = 1.0, .seed = 1, .min_per_client = 1,
                   .secagg = "off", .sa_bits = 32, .sa_clip = 1.0, .sa_weight_cap = 1000.0,
                   .dp_mode = "off", .dp_mech = "skellam", .dp_noise = 1.0, .dp_clip = 0.1,
-                  .dp_delta = 1e-5, .dp_aq = 0.5, .dp_alr = 0.2};
+                  .dp_delta = 1e-5, .dp_aq = 0.5, .dp_alr = 0.2, .dp_min_surv = 0.8};
     cli_opt opts[] = {
         {"config", CLI_STR, &o.config, "FILE", "JSON object of options (keys = option names)", 0, 0, NULL, 0},
         {"dataset", CLI_CHOICE, &o.dataset, NULL, "dataset (default fashion-mnist)", 0, 0, "fashion-mnist", 0},
@@ -343,6 +347,7 @@ int cmd_simulate(int argc, char **argv) {
         {"dp-adaptive-quantile", CLI_FLOAT, &o.dp_aq, "G", "--dp-adaptive-clip: target quantile (default 0.5)", 0, 1, NULL, 0},
         {"dp-adaptive-lr", CLI_FLOAT, &o.dp_alr, "ETA", "--dp-adaptive-clip: geometric learning rate (default 0.2)", 1e-6, 10, NULL, 0},
         {"dp-adaptive-noise", CLI_FLOAT, &o.dp_anoise, "S", "--dp-adaptive-clip: noise stddev on the count of clipped updates (default clients-per-round / 20)", 0, 1e9, NULL, 0},
+        {"dp-min-survivors", CLI_FLOAT, &o.dp_min_surv, "F", "distributed DP: size the clients' noise for this fraction of a round's clients; fewer survivors and the round is not released (default 0.8)", 0.001, 1, NULL, 0},
         {"dp-mechanism", CLI_CHOICE, &o.dp_mech, "M", "distributed noise: skellam or dgauss (distributed discrete Gaussian) (default skellam)", 0, 0, "skellam|dgauss", 0},
         {"local-epochs", CLI_INT, &o.epochs, "E", "client epochs per task (default 1)", 1, 1000, NULL, 0},
         {"batch", CLI_INT, &o.batch, "B", "client batch size (default 32)", 1, 4096, NULL, 0},

@@ -46,6 +46,7 @@ typedef struct sa_round {
     uint32_t *words;    /* (d) aligned copy of a masked update */
     uint32_t dp_kind;   /* distributed DP: 1 Skellam, 2 discrete Gaussian; 0 none */
     double dp_param;    /* ... each client's mu or sigma in quantized units */
+    uint32_t dp_min;    /* ... sized for this many survivors: fewer are not released */
 } sa_round;
 
 struct ef_server {
@@ -115,6 +116,7 @@ ef_server_config ef_server_defaults(void) {
     c.dp_delta = 1e-5;
     c.dp_mechanism = EF_DP_SKELLAM;
     c.dp_adaptive_quantile = 0.5;
+    c.dp_min_survivors = 0.8;
     c.dp_adaptive_lr = 0.2;
     return c;
 }
@@ -594,11 +596,15 @@ static ef_status sa_start(ef_server *s, double now, size_t k, ef_outbox *out) {
     ef_status st = ef__quant_init(&a->q, s->cfg.secagg_clip, s->cfg.secagg_bits, n + room);
     if (st != EF_OK) return st;
     if (s->cfg.dp == EF_DP_DISTRIBUTED) {
-        /* sized so that t surviving clients' noise adds up to the target */
+        /* sized so that dp_min survivors' noise adds up to the target; more
+         * survivors only add noise, fewer would release too little */
         double scale = a->q.levels / (2.0 * a->q.clip);
+        a->dp_min = (uint32_t)ceil(s->cfg.dp_min_survivors * n);
+        if (a->dp_min < a->p.t) a->dp_min = a->p.t;
+        if (a->dp_min > n) a->dp_min = n;
         a->dp_kind = s->cfg.dp_mechanism == EF_DP_DGAUSS ? 2 : 1;
-        st = a->dp_kind == 2 ? ef__dp_calibrate_dgauss(s->cfg.dp_noise, s->cfg.dp_clip, scale, a->p.t, &a->dp_param)
-                             : ef__dp_calibrate_skellam(s->cfg.dp_noise, s->cfg.dp_clip, scale, a->p.t, &a->dp_param);
+        st = a->dp_kind == 2 ? ef__dp_calibrate_dgauss(s->cfg.dp_noise, s->cfg.dp_clip, scale, a->dp_min, &a->dp_param)
+                             : ef__dp_calibrate_skellam(s->cfg.dp_noise, s->cfg.dp_clip, scale, a->dp_min, &a->dp_param);
         if (st != EF_OK) return st;
     }
     a->part = ef_malloc(n * sizeof *a->part);
@@ -644,6 +650,14 @@ static ef_status sa_finish(ef_server *s, double now, ef_outbox *out) {
     if (st != EF_OK) return st;
     if (ns != n_summed)
         return ef__fail(EF_ERR_INTERNAL, "secure aggregation: %u summed, %u included", ns, n_summed);
+    if (a->dp_kind && n_summed < a->dp_min) {
+        /* the clients' noise was sized for dp_min of them: releasing this sum
+         * would spend more privacy than the accountant counts */
+        snprintf(s->rec.note, sizeof s->rec.note,
+                 "distributed DP: %u survivors, the noise was sized for at least %u: the sum "
+                 "is not released", n_summed, a->dp_min);
+        n_summed = 0;
+    }
     if (n_summed > 0 && wsum > 0) {
         float *mean = ef_malloc((s->n_params ? s->n_params : 1) * sizeof *mean);
         if (!mean) return EF_ERR_NOMEM;
@@ -1116,6 +1130,8 @@ static ef_status check_config(const ef_server_config *c) {
                                             "(the clients' noise is only private in the masked sum)");
         if (c->dp_mechanism != EF_DP_SKELLAM && c->dp_mechanism != EF_DP_DGAUSS)
             return ef__fail(EF_ERR_INVALID, "server: unknown DP mechanism %d", c->dp_mechanism);
+        if (!(c->dp_min_survivors > 0 && c->dp_min_survivors <= 1))
+            return ef__fail(EF_ERR_INVALID, "server: DP minimum survivors must be a fraction in (0, 1]");
         if (c->dp_adaptive && (c->dp != EF_DP_CENTRAL || c->secagg))
             return ef__fail(EF_ERR_UNSUPPORTED, "server: adaptive clipping needs central DP "
                                                 "without secure aggregation (the server must "

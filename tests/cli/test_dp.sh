@@ -8,20 +8,7 @@
 # aggregation is refused; adaptive clipping brings C to the median update
 # norm. Same seed, same metrics.
 # usage: test_dp.sh EDGEFL_BINARY SOURCE_DIR
-set -u
-EF=$1
-fails=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-expect() {
-    local want=$1; shift
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    local got=$?
-    [ "$got" = "$want" ] || fail "exit $got (want $want): $*  stderr: $(tail -c 400 "$tmp/err")"
-}
-err_has() { grep -q -- "$1" "$tmp/err" || fail "stderr lacks '$1': $(tail -c 400 "$tmp/err")"; }
-field() { /usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
+source "$(dirname "$0")/common.sh" "$@"
 
 expect 2 "$EF" simulate --dp-mode sometimes; err_has "dp-mode"
 expect 2 "$EF" simulate --dp-noise -1; err_has "dp-noise"
@@ -88,5 +75,20 @@ for mode in central distributed; do
     done
 done
 
-[ $fails -eq 0 ] && echo "test_dp.sh: all checks passed"
-[ $fails -eq 0 ]
+# distributed noise sized for every client: a round with a dropout is not
+# released, spends no privacy, and says why
+expect 0 "$EF" simulate "${COMMON[@]}" --rounds 3 --secagg on --dp-mode distributed \
+    --dp-noise 1 --dp-clip 0.5 --dropout 0.3 --dp-min-survivors 1 --metrics "$tmp/ms.jsonl"
+/usr/bin/python3 - "$tmp/ms.jsonl" <<'PY' || fail "an under-noised round was released or not explained"
+import json, sys
+r = [json.loads(l) for l in open(sys.argv[1])]
+held = [x for x in r if "not released" in x.get("note", "")]
+ok = held and all(not x["aggregated"] for x in held)
+eps = [x.get("epsilon", 0) for x in r]
+# epsilon grows only in released rounds
+for a, b, x in zip([0] + eps, eps, r):
+    ok = ok and ((b > a) == x["aggregated"])
+sys.exit(0 if ok else 1)
+PY
+
+finish cli/test_dp

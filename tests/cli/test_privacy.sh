@@ -4,23 +4,7 @@
 # --target-epsilon consistent with --steps, help, and refusal of missing,
 # conflicting and bad flags (exit code 2 with a message).
 # usage: test_privacy.sh EDGEFL_BINARY SOURCE_DIR
-set -u
-EF=$1
-fails=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-
-# expect CODE CMD...: runs CMD, checks its exit code, keeps stdout/stderr
-expect() {
-    local want=$1; shift
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    local got=$?
-    [ "$got" = "$want" ] || fail "exit $got (want $want): $*  stderr: $(head -c 300 "$tmp/err")"
-}
-err_has() { grep -q -- "$1" "$tmp/err" || fail "stderr lacks '$1': $(head -c 300 "$tmp/err")"; }
-out_has() { grep -q -- "$1" "$tmp/out" || fail "stdout lacks '$1': $(head -c 300 "$tmp/out")"; }
+source "$(dirname "$0")/common.sh" "$@"
 
 PY=
 if command -v python3 >/dev/null 2>&1; then PY=python3; fi

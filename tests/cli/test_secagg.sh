@@ -8,19 +8,7 @@
 # meet aborts rounds cleanly (model unchanged, reason in the metrics). Bad
 # settings are refused with a message.
 # usage: test_secagg.sh EDGEFL_BINARY SOURCE_DIR
-set -u
-EF=$1
-fails=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-expect() {
-    local want=$1; shift
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    local got=$?
-    [ "$got" = "$want" ] || fail "exit $got (want $want): $*  stderr: $(tail -c 300 "$tmp/err")"
-}
-err_has() { grep -q -- "$1" "$tmp/err" || fail "stderr lacks '$1': $(tail -c 300 "$tmp/err")"; }
+source "$(dirname "$0")/common.sh" "$@"
 
 expect 2 "$EF" simulate --secagg maybe; err_has "secagg"
 expect 2 "$EF" simulate --secagg-bits 33; err_has "secagg-bits"
@@ -37,7 +25,6 @@ expect 1 "$EF" simulate "${COMMON[@]}" --rounds 1 --secagg on --strategy fedmedi
 expect 1 "$EF" simulate "${COMMON[@]}" --rounds 1 --secagg on --secagg-neighbors 3
 err_has "even"
 
-field() { /usr/bin/python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])" "$1" "$2"; }
 total_dropped=0
 for seed in 1 3; do
     for mode in on plain; do
@@ -67,5 +54,4 @@ expect 0 "$EF" simulate "${COMMON[@]}" --rounds 3 --dropout 0.3 --seed 2 --secag
 grep -q '"aggregated":false.*"note":"secure aggregation aborted' "$tmp/abort.jsonl" ||
     fail "no aborted round with its reason in the metrics: $(head -c 600 "$tmp/abort.jsonl")"
 
-[ $fails -eq 0 ] && echo "test_secagg.sh: all checks passed"
-[ $fails -eq 0 ]
+finish cli/test_secagg

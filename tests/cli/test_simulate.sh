@@ -6,19 +6,7 @@
 # options or config keys, bad specs, impossible settings) is refused with
 # exit code 2 and a message.
 # usage: test_simulate.sh EDGEFL_BINARY SOURCE_DIR
-set -u
-EF=$1
-fails=0
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail() { echo "FAIL: $*" >&2; fails=$((fails + 1)); }
-expect() {
-    local want=$1; shift
-    "$@" >"$tmp/out" 2>"$tmp/err"
-    local got=$?
-    [ "$got" = "$want" ] || fail "exit $got (want $want): $*  stderr: $(tail -c 300 "$tmp/err")"
-}
-err_has() { grep -q -- "$1" "$tmp/err" || fail "stderr lacks '$1': $(tail -c 300 "$tmp/err")"; }
+source "$(dirname "$0")/common.sh" "$@"
 
 expect 0 "$EF" simulate --help
 grep -q -- '--clients-per-round' "$tmp/out" || fail "simulate --help lacks --clients-per-round"
