@@ -105,6 +105,25 @@ static ef_status decode_as(ef_msg_type t, const ef_msg *m, const uint8_t *end) {
         if (st == EF_OK && m->payload_len != 4) abort();
         break;
     }
+    case EF_MSG_SA_SETUP: {
+        ef_task tk;
+        ef_sa_setup sa;
+        st = ef_decode_sa_setup(m, &tk, &sa);
+        if (st == EF_OK && (m->payload_len != EF_SA_SETUP_PAYLOAD || sa.index >= sa.n ||
+                            sa.bits < 1 || sa.bits > 32 || !(sa.clip > 0) || sa.dp_kind > 2))
+            abort();
+        break;
+    }
+    case EF_MSG_SA_MASKED: {
+        ef_sa_masked sm;
+        st = ef_decode_sa_masked(m, &sm);
+        if (st == EF_OK && (sm.raw != m->payload + EF_SA_MASKED_FIXED || sm.raw + sm.n * 4 != end ||
+                            sm.n_examples == 0 || sm.flags > 1))
+            abort();
+        break;
+    }
+    default: /* the other SecAgg+ payloads: fuzz_secagg */
+        return EF_ERR_FORMAT;
     }
     if (st != EF_OK) want_refusal(st);
     return st;
@@ -121,7 +140,7 @@ static void check(const uint8_t *buf, size_t len) {
     /* the envelope: payload exactly the rest of the input, known type, no flags */
     if (len < EF_WIRE_HEADER || m.payload != buf + EF_WIRE_HEADER ||
         m.payload_len != len - EF_WIRE_HEADER || m.payload_len > MAX_PAYLOAD ||
-        m.type < EF_MSG_CHECKIN || m.type > EF_MSG_LEAVE || m.flags != 0)
+        m.type < EF_MSG_CHECKIN || m.type > EF_MSG_SA_REVEAL || m.flags != 0)
         abort();
     /* sealing the decoded fields again gives back the input byte for byte */
     uint8_t *again = malloc(len);
@@ -131,7 +150,7 @@ static void check(const uint8_t *buf, size_t len) {
     if (memcmp(again, buf, len) != 0) abort();
     free(again);
     /* every decoder of another type refuses it; its own decides */
-    for (int t = EF_MSG_CHECKIN; t <= EF_MSG_LEAVE; t++)
+    for (int t = EF_MSG_CHECKIN; t <= EF_MSG_SA_REVEAL; t++)
         if (t != (int)m.type && decode_as((ef_msg_type)t, &m, buf + len) == EF_OK) abort();
     decode_as(m.type, &m, buf + len);
 }
