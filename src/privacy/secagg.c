@@ -29,7 +29,8 @@ static uint32_t holders_of(const ef_sa_params *p) { return ef_sa_degree(p) + 1; 
 
 ef_status ef_sa_params_check(const ef_sa_params *p) {
     if (p->n < 2) return ef__fail(EF_ERR_INVALID, "secure aggregation needs at least 2 participants, got %u", p->n);
-    if (p->k < 2) return ef__fail(EF_ERR_INVALID, "secure aggregation needs at least 2 neighbours, got %u", p->k);
+    if (p->k < 2 && p->k < p->n - 1)
+        return ef__fail(EF_ERR_INVALID, "secure aggregation needs at least 2 neighbours (or n - 1), got %u", p->k);
     if (p->k < p->n - 1 && p->k % 2 != 0)
         return ef__fail(EF_ERR_INVALID, "the neighbour count must be even (or >= n - 1 = %u), got %u", p->n - 1, p->k);
     uint32_t h = holders_of(p);

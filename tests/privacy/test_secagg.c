@@ -395,6 +395,11 @@ static void test_graph(void) {
     CHECK(ok);
     CHECK(nb[0] == 1 && nb[9] == 10 && nb[10] == 990 && nb[19] == 999);
     CHECK(ef_sa_default_k(5) == 4);
+    /* two participants: each the other's only neighbour */
+    ef_sa_params two = {.n = 2, .k = 1, .t = 2, .bits = 8, .d = 1, .round = 1};
+    CHECK_OK(ef_sa_params_check(&two));
+    two.k = 0;
+    CHECK(ef_sa_params_check(&two) == EF_ERR_INVALID);
 }
 
 int main(void) {
