@@ -75,8 +75,9 @@ static void drop_some(run *r, double frac, int stage, uint64_t seed) {
     free(idx);
 }
 
-/* Runs the four stages; returns the status of the first failing close. */
-static ef_status run_protocol(run *r) {
+/* Runs stages 1..last (each closed by the server); returns the status of
+ * the first failing close. r->y keeps the last masked vector. */
+static ef_status run_stages(run *r, int last) {
     uint32_t n = r->p.n;
     ef_status st;
     for (uint32_t i = 0; i < n; i++) {
@@ -85,7 +86,7 @@ static ef_status run_protocol(run *r) {
         CHECK_OK(ef_sa_client_advertise(r->c[i], adv));
         CHECK_OK(ef_sa_server_on_advertise(r->s, i, adv, sizeof adv));
     }
-    if ((st = ef_sa_server_close(r->s)) != EF_OK) return st;
+    if ((st = ef_sa_server_close(r->s)) != EF_OK || last == 1) return st;
     /* stage 2: keys out, shares in */
     for (uint32_t i = 0; i < n; i++) {
         if (!ef_sa_server_alive(r->s, i)) continue;
@@ -99,7 +100,7 @@ static ef_status run_protocol(run *r) {
         }
         ef_free(msg);
     }
-    if ((st = ef_sa_server_close(r->s)) != EF_OK) return st;
+    if ((st = ef_sa_server_close(r->s)) != EF_OK || last == 2) return st;
     /* stage 3: forwarded shares out, masked inputs in */
     for (uint32_t i = 0; i < n; i++) {
         if (!ef_sa_server_alive(r->s, i)) continue;
@@ -112,7 +113,7 @@ static ef_status run_protocol(run *r) {
         }
         ef_free(msg);
     }
-    if ((st = ef_sa_server_close(r->s)) != EF_OK) return st;
+    if ((st = ef_sa_server_close(r->s)) != EF_OK || last == 3) return st;
     /* stage 4: unmask requests out, shares in */
     for (uint32_t i = 0; i < n; i++) {
         if (!ef_sa_server_alive(r->s, i)) continue;
@@ -128,6 +129,8 @@ static ef_status run_protocol(run *r) {
     }
     return ef_sa_server_close(r->s);
 }
+
+static ef_status run_protocol(run *r) { return run_stages(r, 4); }
 
 /* The result must be the plain sum of exactly the included clients' inputs. */
 static void check_sum(run *r, const char *what) {
@@ -215,31 +218,8 @@ static void test_abort_below_threshold(void) {
 
 /* Runs stages 1-3 for everyone; returns with every client at stage 4. */
 static void run_to_unmask(run *r) {
-    for (int i = 0; i < (int)r->p.n; i++) r->drop_at[i] = 5;
-    uint32_t n = r->p.n;
-    for (uint32_t i = 0; i < n; i++) {
-        uint8_t adv[2 * EF_SA_PK_BYTES];
-        CHECK_OK(ef_sa_client_advertise(r->c[i], adv));
-        CHECK_OK(ef_sa_server_on_advertise(r->s, i, adv, sizeof adv));
-    }
-    CHECK_OK(ef_sa_server_close(r->s));
-    for (uint32_t i = 0; i < n; i++) {
-        uint8_t *msg, *out;
-        size_t len, olen;
-        CHECK_OK(ef_sa_server_message_for(r->s, i, &msg, &len));
-        CHECK_OK(ef_sa_client_share(r->c[i], msg, len, &out, &olen));
-        CHECK_OK(ef_sa_server_on_shares(r->s, i, out, olen));
-        ef_free(msg);
-        ef_free(out);
-    }
-    CHECK_OK(ef_sa_server_close(r->s));
-    for (uint32_t i = 0; i < n; i++) {
-        uint8_t *msg;
-        size_t len;
-        CHECK_OK(ef_sa_server_message_for(r->s, i, &msg, &len));
-        CHECK_OK(ef_sa_client_mask(r->c[i], msg, len, r->x[i], r->y));
-        ef_free(msg);
-    }
+    for (uint32_t i = 0; i < r->p.n; i++) r->drop_at[i] = 5;
+    CHECK_OK(run_stages(r, 3));
 }
 
 static void put32(uint8_t *p, uint32_t v) {
@@ -353,22 +333,7 @@ static void test_bad_input(void) {
 static void test_tampered_forward(void) {
     run r;
     run_init(&r, 8, 4, 3, 16, 8, 51);
-    for (uint32_t i = 0; i < r.p.n; i++) {
-        uint8_t adv[2 * EF_SA_PK_BYTES];
-        CHECK_OK(ef_sa_client_advertise(r.c[i], adv));
-        CHECK_OK(ef_sa_server_on_advertise(r.s, i, adv, sizeof adv));
-    }
-    CHECK_OK(ef_sa_server_close(r.s));
-    for (uint32_t i = 0; i < r.p.n; i++) {
-        uint8_t *msg, *out;
-        size_t len, olen;
-        CHECK_OK(ef_sa_server_message_for(r.s, i, &msg, &len));
-        CHECK_OK(ef_sa_client_share(r.c[i], msg, len, &out, &olen));
-        CHECK_OK(ef_sa_server_on_shares(r.s, i, out, olen));
-        ef_free(msg);
-        ef_free(out);
-    }
-    CHECK_OK(ef_sa_server_close(r.s));
+    CHECK_OK(run_stages(&r, 2));
     uint8_t *msg;
     size_t len;
     CHECK_OK(ef_sa_server_message_for(r.s, 0, &msg, &len));
