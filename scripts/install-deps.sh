@@ -15,6 +15,8 @@ PACKAGES=(
     dataset-fashion-mnist
     # reference checks and peer benchmarks (PyTorch, numpy), /usr/bin/time
     python3 python3-numpy python3-torch time
+    # MQTT transport: the client library and the broker the tests and examples start
+    libmosquitto-dev mosquitto
 )
 
 missing=()

@@ -1,0 +1,312 @@
+/*
+ * The MQTT transport: a connection to an MQTT 5 broker (libmosquitto) and
+ * the two drivers that run the protocol core over it -- the server driver
+ * (an ef_server) and the client driver (an ef_client). The core stays
+ * sans-I/O; everything about sockets, threads, time and the broker lives
+ * here. See docs/deploy.md, "Running a job over MQTT".
+ *
+ * Connection (ef_mqtt): MQTT 5 over TCP (mqtt://HOST:PORT) or TLS 1.2+
+ * (mqtts://HOST:PORT; the broker's certificate is verified against a CA
+ * file and its name against HOST; optional client certificate). Every
+ * message is QoS 1. The session is persistent (clean start off, session
+ * expiry): a client that comes back within the expiry finds its
+ * subscriptions and the QoS 1 messages queued while it was away. A network
+ * thread of our own drives libmosquitto (keepalives, acknowledgements,
+ * reconnects with exponential backoff and jitter, re-subscription), so a
+ * main thread busy training never misses a keepalive; received messages
+ * wait in a thread-safe queue read with ef_mqtt_next.
+ *
+ * Payloads of any size: a message larger than one MQTT packet may carry
+ * (the smaller of the configured cap and the broker's maximum packet size
+ * from CONNACK) is split into chunks, each with a 44-byte header, and put
+ * together again on receipt:
+ *
+ *   off size field
+ *     0    4 magic     "EFC1"
+ *     4    1 version   1
+ *     5    1 flags     bit 0: retained chunk, published on TOPIC/<index>
+ *     6    2 reserved  0
+ *     8    8 msg_id    random per sender process, then counting
+ *    16    8 total     bytes of the whole message
+ *    24    4 index     0..count-1
+ *    28    4 count     ceil(total / stride)
+ *    32    4 stride    bytes per chunk (the last one carries the rest)
+ *    36    4 msg_crc   CRC-32 of the whole message
+ *    40    4 crc       CRC-32 of bytes 0..39 and of this chunk's data
+ *    44    . data      bytes [index * stride, ...) of the message
+ *
+ * A retained message (the broadcast model) that needs chunks is retained
+ * as TOPIC/0 .. TOPIC/count-1, so a subscription to TOPIC/# receives both
+ * forms. Reassembly holds at most max_pending bytes of incomplete messages
+ * (the oldest are dropped first), drops a message whose chunks stop coming
+ * for chunk_timeout_s, and refuses chunks that disagree with the header
+ * checksum, with each other or with the message checksum, logging why.
+ * Empty payloads (MQTT's way to delete a retained message) are not
+ * delivered.
+ *
+ * Topics of a job (job id in decimal):
+ *   edgefl/<job>/server        the server's inbox (every client publishes here)
+ *   edgefl/<job>/client/<id>   one client's inbox
+ *   edgefl/<job>/broadcast     the global model, retained (per version)
+ *
+ * Logging goes through ef_log (stderr by default): connection changes at
+ * info, refused chunks and messages at warning. Passwords and key material
+ * are never logged.
+ */
+#ifndef EDGEFL_TRANSPORT_H
+#define EDGEFL_TRANSPORT_H
+
+#include <signal.h>
+
+#include "edgefl/client.h"
+#include "edgefl/server.h"
+#include "edgefl/wire.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- the connection ------------------------------------------------------- */
+
+#define EF_MQTT_DEFAULT_MAX_PACKET (256u * 1024u)
+#define EF_MQTT_CHUNK_HEADER 44
+
+typedef struct ef_mqtt_config {
+    const char *url;            /* mqtt://HOST:PORT or mqtts://HOST:PORT (ports default to
+                                 * 1883 and 8883; HOST may be [IPv6]) */
+    const char *client_id;      /* required: the key of the persistent session */
+    const char *username;       /* optional */
+    const char *password;       /* optional; never logged */
+    const char *tls_ca;         /* mqtts: CA file (PEM); NULL: the system's CAs */
+    const char *tls_cert;       /* mqtts: client certificate (PEM), with tls_key */
+    const char *tls_key;        /* mqtts: client private key (PEM), with tls_cert */
+    int keepalive_s;            /* PINGREQ interval (default 30, >= 5) */
+    uint32_t session_expiry_s;  /* how long the broker keeps the session after a
+                                 * disconnect (default 600) */
+    int clean_start;            /* 1: discard any session the broker holds for this id
+                                 * at every connect (default 0: persistent) */
+    size_t max_packet;          /* largest MQTT packet sent; larger messages are chunked
+                                 * (default EF_MQTT_DEFAULT_MAX_PACKET, >= 1024; lowered to
+                                 * the broker's maximum packet size) */
+    size_t max_message;         /* largest message reassembled (default 1 GiB) */
+    size_t max_pending;         /* bytes of incomplete messages held (default 1 GiB) */
+    size_t max_queue;           /* bytes of received messages waiting for ef_mqtt_next
+                                 * before the network thread waits for the reader
+                                 * (default 2 GiB) */
+    double chunk_timeout_s;     /* an incomplete message is dropped after this long
+                                 * without a new chunk (default 120) */
+    double reconnect_min_s;     /* first reconnect delay (default 0.5) */
+    double reconnect_max_s;     /* backoff cap (default 30); each delay is drawn
+                                 * uniformly from [d/2, d] ("equal jitter") */
+    double connect_timeout_s;   /* no CONNACK within this long: try again (default 30) */
+    /* Last will: published by the broker when this connection ends without a
+     * DISCONNECT and the session ends or will_delay_s passes, whichever is
+     * first. Copied; NULL topic: none. */
+    const char *will_topic;
+    const uint8_t *will;
+    size_t will_len;
+    uint32_t will_delay_s;      /* default: the session expiry, so the will fires exactly
+                                 * when the broker gives up the session */
+    const char *name;           /* prefix of log lines, e.g. "client 17" (default the id) */
+} ef_mqtt_config;
+
+/* Defaults for the fields above (url and client_id NULL). */
+EF_API ef_mqtt_config ef_mqtt_defaults(void);
+
+typedef struct ef_mqtt ef_mqtt;
+
+/*
+ * Checks the configuration, creates the connection and starts its network
+ * thread, which connects (and reconnects) in the background: use
+ * ef_mqtt_next or ef_mqtt_wait_connected to learn when it is up. Strings
+ * and the will are copied. EF_ERR_INVALID for a bad URL or option, with the
+ * reason in ef_last_error. Free with ef_mqtt_close.
+ */
+EF_API ef_status ef_mqtt_new(ef_mqtt **out, const ef_mqtt_config *cfg);
+
+/*
+ * Subscribes to `filter` (MQTT wildcards allowed) at QoS 1, now if
+ * connected and again after every reconnect. The CONNECTED event of a
+ * connection comes after the broker has acknowledged every subscription.
+ */
+EF_API ef_status ef_mqtt_subscribe(ef_mqtt *m, const char *filter);
+
+/*
+ * Publishes `len` bytes to `topic` at QoS 1 (copied; returns once queued).
+ * Larger than a packet: sent as chunks; with `retain`, chunks are retained
+ * as topic/<index> and leftovers of an earlier retained message on the
+ * topic (other form or more chunks) are deleted. Messages published while
+ * disconnected are sent after the reconnect. EF_ERR_INVALID for a bad
+ * topic, EF_ERR_STATE once the connection is closing.
+ */
+EF_API ef_status ef_mqtt_publish(ef_mqtt *m, const char *topic, const void *data, size_t len,
+                                 int retain);
+
+/* Deletes the retained message on `topic` (both forms). */
+EF_API ef_status ef_mqtt_clear_retained(ef_mqtt *m, const char *topic);
+
+typedef enum ef_mqtt_event {
+    EF_MQTT_NONE = 0,      /* the wait timed out */
+    EF_MQTT_MESSAGE = 1,   /* a message arrived */
+    EF_MQTT_CONNECTED = 2  /* a connection is up and subscribed */
+} ef_mqtt_event;
+
+typedef struct ef_mqtt_msg {
+    ef_mqtt_event event;
+    char *topic;           /* MESSAGE: its topic (a retained chunked message: without the
+                            * /<index>); owned, released by ef_mqtt_msg_clear */
+    ef_buf *buf;           /* MESSAGE: the payload, one reference owned by the msg */
+    int retained;          /* MESSAGE: delivered from the broker's retained store */
+    int session_present;   /* CONNECTED: the broker resumed an earlier session (queued
+                            * messages follow); 0: a new session, anything published to
+                            * this client while it was away is lost */
+    uint64_t connection;   /* CONNECTED: 1 for the first connection, then 2, 3, ... */
+} ef_mqtt_msg;
+
+/*
+ * Waits up to timeout_s (0: do not wait) for the next event. EF_OK with
+ * out->event EF_MQTT_NONE when nothing came. Release out with
+ * ef_mqtt_msg_clear. Call from one thread.
+ */
+EF_API ef_status ef_mqtt_next(ef_mqtt *m, double timeout_s, ef_mqtt_msg *out);
+
+/* Frees a message's topic and drops its buffer; the msg is zeroed. */
+EF_API void ef_mqtt_msg_clear(ef_mqtt_msg *msg);
+
+/* Waits until connected (1) or timeout_s passes (0). Does not consume events. */
+EF_API int ef_mqtt_wait_connected(ef_mqtt *m, double timeout_s);
+
+/*
+ * Waits until every message published so far has been acknowledged by the
+ * broker (PUBACK), or timeout_s passes: EF_OK or EF_ERR_STATE (timeout).
+ */
+EF_API ef_status ef_mqtt_flush(ef_mqtt *m, double timeout_s);
+
+/* Counters of a connection (for logs and tests). */
+typedef struct ef_mqtt_stats {
+    uint64_t connects;          /* CONNACKs accepted */
+    uint64_t messages_in, bytes_in;   /* delivered to the queue (after reassembly) */
+    uint64_t messages_out, bytes_out; /* published (before chunking) */
+    uint64_t chunks_in, chunks_out;
+    uint64_t chunks_rejected;   /* malformed or inconsistent chunks, failed messages */
+    uint64_t partial_dropped;   /* incomplete messages given up (timeout, memory) */
+    uint64_t publish_refused;   /* PUBACKs with an error reason (e.g. not authorized) */
+    size_t max_packet;          /* the packet size limit in force */
+} ef_mqtt_stats;
+
+EF_API void ef_mqtt_get_stats(ef_mqtt *m, ef_mqtt_stats *out);
+
+/*
+ * Disconnects and frees. With end_session the broker discards the session
+ * (session expiry 0 on DISCONNECT); otherwise it keeps it for the expiry.
+ * A normal DISCONNECT cancels the last will. Waits up to 2 s for the
+ * DISCONNECT to go out; call ef_mqtt_flush first to be sure earlier
+ * publishes arrived. NULL is a no-op.
+ */
+EF_API void ef_mqtt_close(ef_mqtt *m, int end_session);
+
+/* ---- topics --------------------------------------------------------------- */
+
+/*
+ * Writes the topic of recipient `to` of job `job` into buf (n bytes, 64 is
+ * always enough): EF_SERVER_ID -> edgefl/<job>/server, EF_BROADCAST_ID ->
+ * edgefl/<job>/broadcast, a client id -> edgefl/<job>/client/<id>.
+ * Returns buf.
+ */
+EF_API const char *ef_mqtt_topic(char *buf, size_t n, uint64_t job, uint32_t to);
+
+/* ---- drivers -------------------------------------------------------------- */
+
+typedef struct ef_mqtt_server_opts {
+    uint64_t job;
+    /* Check-in barrier: before the first round, hold CHECKINs until this many
+     * distinct clients have checked in, then hand them to the server in
+     * client-id order. The server registers clients in check-in order and
+     * selects among them in that order, so the barrier makes the first
+     * rounds' selection independent of network timing (the same as
+     * `edgefl simulate`, where every client checks in at time 0 in id
+     * order). 0: no barrier. */
+    uint32_t ordered_checkins;
+    /* Polled between messages; a non-zero value stops the run (EF_ERR_STATE,
+     * "interrupted"). May be NULL. */
+    const volatile sig_atomic_t *stop;
+    /* Called after a message or timer that finished one or more rounds, once
+     * the resulting messages are published (a consistent point for
+     * checkpoints). A non-OK return stops the run with that status. */
+    ef_status (*after_round)(void *user, ef_server *s);
+    void *user;
+    /* Delete the retained model when the run ends (default behaviour of the
+     * command; set to keep it for late readers). */
+    int keep_retained;
+} ef_mqtt_server_opts;
+
+typedef struct ef_mqtt_server_stats {
+    uint64_t messages_in;       /* protocol messages handed to the server */
+    uint64_t refused;           /* of which the server refused */
+    uint64_t updates_received;  /* UPDATE and SA_MASKED messages */
+    uint64_t updates_rejected;  /* of which refused */
+    uint64_t messages_out;      /* messages published (the broadcast model counts once) */
+    uint64_t bytes_out;
+    uint64_t bytes_in;
+    uint64_t models_broadcast;  /* model versions published to the broadcast topic */
+    double wall_s;
+} ef_mqtt_server_stats;
+
+/*
+ * Runs server `s` over connection `m` until ef_server_done (EF_OK) or stop.
+ * Subscribes to the server inbox, feeds every message with the seconds
+ * since the start (monotonic clock), ticks at ef_server_next_timer, and
+ * publishes the outbox: a MODEL once per version to the broadcast topic,
+ * retained (the core addresses the same buffer to every selected client);
+ * everything else to the addressed client's inbox. Every refused message is
+ * counted and logged with the reason ("rejected update from 17: ...").
+ * Returns EF_ERR_NOMEM (or a failing after_round status) on fatal errors.
+ * `stats` (may be NULL) is filled in either case.
+ */
+EF_API ef_status ef_mqtt_run_server(ef_mqtt *m, ef_server *s, const ef_mqtt_server_opts *o,
+                                    ef_mqtt_server_stats *stats);
+
+typedef struct ef_mqtt_client_opts {
+    uint64_t job;
+    uint32_t id;                /* the client's id (its inbox) */
+    size_t n_params;            /* the model size it expects */
+    /* Polled between messages (and after each task): non-zero ends the run
+     * with a LEAVE. May be NULL. */
+    const volatile sig_atomic_t *stop;
+    /* Optional: stop (with a LEAVE) after this many answered tasks
+     * (trainings and evaluations); 0: no limit. */
+    uint64_t max_tasks;
+} ef_mqtt_client_opts;
+
+typedef struct ef_mqtt_client_stats {
+    uint64_t checkins;
+    uint64_t tasks;             /* training tasks answered */
+    uint64_t evals;             /* evaluation tasks answered */
+    uint64_t refused;           /* server messages the client refused */
+    uint64_t superseded;        /* tasks given up because a newer one or model came */
+    uint64_t bytes_out;
+    double train_s;             /* seconds spent in the trainer */
+} ef_mqtt_client_stats;
+
+/*
+ * Runs client `c` over connection `m` until stopped. Subscribes to its inbox
+ * and to the broadcast topic, checks in on the first connection and after
+ * any reconnect that did not resume the session (the broker dropped what
+ * was sent meanwhile; a resumed session delivers it, and checking in then
+ * would cancel the task the server still counts on), and answers the
+ * server. A TASK, SA_SETUP or EVAL waits until the MODEL it names (version
+ * and hash) has arrived on the broadcast topic -- topics are not ordered
+ * with each other -- and messages behind it in the inbox wait with it; a
+ * newer task supersedes a waiting one. Training runs on the calling thread.
+ * On stop it publishes a LEAVE, waits for the broker's acknowledgement and
+ * returns EF_OK. The connection should carry the client's LEAVE as its last
+ * will (ef_client_leave). Fatal errors: EF_ERR_NOMEM, a failing trainer.
+ */
+EF_API ef_status ef_mqtt_run_client(ef_mqtt *m, ef_client *c, const ef_mqtt_client_opts *o,
+                                    ef_mqtt_client_stats *stats);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* EDGEFL_TRANSPORT_H */
