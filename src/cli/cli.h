@@ -98,5 +98,7 @@ int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_simulate(int argc, char **argv);
 int cmd_privacy(int argc, char **argv);
+int cmd_server(int argc, char **argv);
+int cmd_client(int argc, char **argv);
 
 #endif /* EDGEFL_CLI_H */

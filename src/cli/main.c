@@ -11,6 +11,8 @@ static const cli_cmd COMMANDS[] = {
     {"eval", "evaluate a saved model on a test set", cmd_eval},
     {"simulate", "simulate federated learning with virtual clients", cmd_simulate},
     {"privacy", "epsilon spent by DP noise and sampling (RDP accountant)", cmd_privacy},
+    {"server", "run a federated job's server over an MQTT broker", cmd_server},
+    {"client", "run a federated client over an MQTT broker", cmd_client},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 

@@ -1,0 +1,320 @@
+/*
+ * `edgefl server`: the federated server of a real deployment. It runs the
+ * job described by the same options (or --config file) as `edgefl
+ * simulate` over an MQTT broker: waits for the job's clients to check in,
+ * runs the rounds, evaluates the global model on the test split after each
+ * round, writes metrics, saves its state, and prints a summary (one JSON
+ * object with --json). See docs/deploy.md.
+ */
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "cli.h"
+#include "edgefl/transport.h"
+#include "job.h"
+#include "mqtt_args.h"
+
+static const char *USAGE =
+    "edgefl server --broker mqtt[s]://HOST:PORT --config job.json [--state-dir DIR]\n"
+    "                     [--tls-ca F --tls-cert F --tls-key F] [--json] [--metrics FILE.jsonl]";
+static const char *DESC =
+    "Runs the server of a federated job over an MQTT 5 broker. The job's options (or the\n"
+    "--config JSON file, the same as 'edgefl simulate --config') set the rounds, strategy,\n"
+    "model, secure aggregation and differential privacy. The server waits until --clients\n"
+    "clients (or --min-clients) have checked in, publishes each model version once,\n"
+    "retained, on edgefl/<job>/broadcast, sends tasks to edgefl/<job>/client/<id> and reads\n"
+    "answers on edgefl/<job>/server. One progress line per round on stderr; after each\n"
+    "round the global model is evaluated on the test split and saved to --state-dir.\n"
+    "Start the clients with 'edgefl client'. See docs/deploy.md.";
+
+typedef struct srv_state {
+    cli_progress prog;
+    FILE *metrics;
+    int metrics_wall, write_failed;
+    ef_model *eval_model;
+    const ef_dataset *test;
+    uint32_t eval_every, eval_limit, rounds;
+    double t0, t_last;
+    ef_status eval_status;
+    double best_acc;
+    const char *state_dir;
+    ef_model_config mc;
+} srv_state;
+
+static void on_round(void *user, ef_round_record *rec, const float *model, size_t n) {
+    srv_state *ss = user;
+    double wall = ef_now();
+    rec->wall_s = wall - ss->t_last;
+    ss->t_last = wall;
+    int last = rec->round == ss->rounds;
+    if (ss->test && (last || (ss->eval_every && rec->round % ss->eval_every == 0))) {
+        memcpy(ef_params_data(ef_model_params(ss->eval_model)), model, n * sizeof(float));
+        double acc, loss;
+        ef_status st = ef_evaluate(ss->eval_model, ss->test, NULL,
+                                   ss->eval_limit ? ss->eval_limit : ss->test->n, &acc, &loss);
+        if (st == EF_OK) {
+            rec->test_accuracy = acc;
+            rec->test_loss = loss;
+            if (acc > ss->best_acc) ss->best_acc = acc;
+        } else if (ss->eval_status == EF_OK) {
+            ss->eval_status = st;
+        }
+    }
+    if (ss->metrics && ef_round_record_write_json(ss->metrics, rec, ss->metrics_wall) != EF_OK)
+        ss->write_failed = 1;
+    if (ss->metrics) fflush(ss->metrics);
+    char up[16], down[16], eta[16], acc[32] = "", loss[32] = "", eps[32] = "";
+    double elapsed = wall - ss->t0;
+    cli_fmt_duration(eta, sizeof eta, elapsed / rec->round * (double)(ss->rounds - rec->round));
+    job_human_bytes(up, sizeof up, (double)rec->bytes_up);
+    job_human_bytes(down, sizeof down, (double)rec->bytes_down);
+    if (isfinite(rec->epsilon)) snprintf(eps, sizeof eps, "  eps %.3f", rec->epsilon);
+    if (!isnan(rec->test_accuracy)) snprintf(acc, sizeof acc, "  acc %.4f", rec->test_accuracy);
+    else if (!isnan(rec->fed_accuracy)) snprintf(acc, sizeof acc, "  fed-acc %.4f", rec->fed_accuracy);
+    if (!isnan(rec->train_loss)) snprintf(loss, sizeof loss, "  loss %.4f", rec->train_loss);
+    cli_progress_show(&ss->prog, 1,
+                      "round %u/%u  sel %u ok %u drop %u late %u rej %u%s%s%s  up %s down %s  "
+                      "round %.1fs  wall %.1fs  ETA %s",
+                      rec->round, ss->rounds, rec->selected, rec->completed, rec->dropped,
+                      rec->late, rec->rejected, loss, acc, eps, up, down,
+                      rec->sim_end - rec->sim_start, elapsed, eta);
+    cli_progress_done(&ss->prog);
+    if (rec->note[0] && !ss->prog.quiet) fprintf(stderr, "  round %u: %s\n", rec->round, rec->note);
+}
+
+/* After every round, once its messages are out: the state directory gets
+ * the global model (written atomically). */
+static ef_status after_round(void *user, ef_server *s) {
+    srv_state *ss = user;
+    if (!ss->state_dir) return EF_OK;
+    size_t n;
+    const float *w = ef_server_model(s, &n);
+    ef_model *m = NULL;
+    ef_status st = ef_model_new(&m, &ss->mc, NULL);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", ss->state_dir);
+    if (st == EF_OK) {
+        memcpy(ef_params_data(ef_model_params(m)), w, n * sizeof(float));
+        char round[16], version[16];
+        size_t nr;
+        ef_server_records(s, &nr);
+        snprintf(round, sizeof round, "%zu", nr);
+        snprintf(version, sizeof version, "%u", ef_server_version(s));
+        ef_st_kv kv[2] = {{"edgefl.round", round}, {"edgefl.model_version", version}};
+        st = ef_model_save(m, path, kv, 2);
+    }
+    ef_model_free(m);
+    if (st != EF_OK) ef_log(EF_LOG_ERROR, "server: saving the state to %s: %s", path, ef_last_error());
+    return st;
+}
+
+static int make_dir(const char *cmd, const char *dir) {
+    if (mkdir(dir, 0700) == 0 || errno == EEXIST) {
+        struct stat sb;
+        if (stat(dir, &sb) == 0 && S_ISDIR(sb.st_mode)) return 0;
+    }
+    cli_error(cmd, "cannot create the state directory %s: %s", dir, strerror(errno));
+    return CLI_EXIT_USAGE;
+}
+
+int cmd_server(int argc, char **argv) {
+    job_opts o;
+    job_defaults(&o);
+    mqtt_args ma;
+    mqtt_args_defaults(&ma);
+    const char *state_dir = NULL;
+    int min_clients = 0, keep_retained = 0;
+    cli_opt extra[MQTT_ARGS_N + 4];
+    mqtt_args_options(&ma, extra);
+    cli_opt mine[] = {
+        {"state-dir", CLI_STR, &state_dir, "DIR", "directory for the server's state (the global model after every round)", 0, 0, NULL, 0},
+        {"min-clients", CLI_INT, &min_clients, "N", "check-ins to wait for before the first round (default --clients)", 1, 10000000, NULL, 0},
+        {"keep-retained", CLI_FLAG, &keep_retained, NULL, "leave the last model retained on the broker at the end", 0, 0, NULL, 0},
+        {0},
+    };
+    memcpy(extra + MQTT_ARGS_N, mine, sizeof mine);
+    cli_opt table[JOB_MAX_OPTS + MQTT_ARGS_N + 4];
+    void *keep = NULL;
+    int help;
+    int rc = job_parse("server", argc, argv, &o, JOB_SERVER, extra, table, &help, USAGE, DESC,
+                       &keep);
+    if (rc || help) return rc;
+
+    int status = CLI_EXIT_USAGE;
+    ef_dataset test = {0};
+    ef_model *init = NULL;
+    ef_server *s = NULL;
+    ef_mqtt *m = NULL;
+    ef_pool *pool = NULL;
+    cJSON *cj = NULL;
+    srv_state ss = {.metrics_wall = o.metrics_wall, .state_dir = state_dir};
+    cli_progress_init(&ss.prog, o.quiet);
+    ef_sim_config sc;
+    ef_mqtt_config mc;
+    if ((rc = job_build("server", &o, &sc)) != 0) goto done;
+    /* a deployment's secrets come from the operating system */
+    sc.server.deterministic_noise = 0;
+    sc.server.min_clients = min_clients ? (uint32_t)min_clients : sc.n_clients;
+    if ((rc = job_check_budget("server", &sc)) != 0) goto done;
+    if ((rc = mqtt_args_config("server", &ma, o.quiet, &mc)) != 0) goto done;
+    if (state_dir && (rc = make_dir("server", state_dir)) != 0) goto done;
+    status = CLI_EXIT_FAIL;
+    if (ef_dataset_load_n(&test, o.dataset, o.data_dir, 0, (uint32_t)o.eval_limit) != EF_OK) {
+        cli_error("server", "%s", ef_last_error());
+        goto done;
+    }
+    ss.mc = job_model_config(&sc, &test);
+    if (ef_pool_new(&pool, o.threads) != EF_OK || ef_model_new(&init, &ss.mc, pool) != EF_OK) {
+        cli_error("server", "%s", ef_last_error());
+        goto done;
+    }
+    /* the initial model exactly as `edgefl simulate` draws it */
+    ef_model_init(init, sc.seed);
+    ss.eval_model = init;
+    ss.test = &test;
+    ss.eval_every = sc.eval_every;
+    ss.eval_limit = sc.eval_limit;
+    ss.rounds = sc.server.rounds;
+    if (o.metrics && !(ss.metrics = fopen(o.metrics, "w"))) {
+        cli_error("server", "cannot write %s: %s", o.metrics, strerror(errno));
+        goto done;
+    }
+    if (ef_server_new(&s, &sc.server, &sc.strategy, ef_model_params(init), on_round, &ss) !=
+        EF_OK) {
+        cli_error("server", "%s", ef_last_error());
+        goto done;
+    }
+    char id[64];
+    snprintf(id, sizeof id, "edgefl-%llu-server", (unsigned long long)sc.server.job);
+    mc.client_id = id;
+    mc.name = "server";
+    if (ef_mqtt_new(&m, &mc) != EF_OK) {
+        cli_error("server", "%s", ef_last_error());
+        status = CLI_EXIT_USAGE;
+        goto done;
+    }
+    mqtt_args_free(&ma);
+    if (!o.quiet)
+        fprintf(stderr, "edgefl server: job %llu, %s, %s, %s, %u rounds x %u clients, waiting for "
+                        "%u clients on %s\n",
+                (unsigned long long)sc.server.job, o.model, o.dataset,
+                ef_strategy_name(sc.strategy.kind), sc.server.rounds,
+                sc.server.clients_per_round, sc.server.min_clients, ma.broker);
+    volatile sig_atomic_t stop = 0;
+    cli_catch_stop_signals(&stop);
+    ef_mqtt_server_opts so = {.job = sc.server.job, .ordered_checkins = sc.server.min_clients,
+                              .stop = &stop, .after_round = after_round, .user = &ss,
+                              .keep_retained = keep_retained};
+    ef_mqtt_server_stats st = {0};
+    ss.t0 = ss.t_last = ef_now();
+    ef_status run = ef_mqtt_run_server(m, s, &so, &st);
+    int bad_metrics = ss.metrics && fclose(ss.metrics) != 0;
+    ss.metrics = NULL;
+    if (run != EF_OK) {
+        cli_error("server", "%s", stop ? "interrupted" : ef_last_error());
+        goto done;
+    }
+    if (ss.eval_status != EF_OK) {
+        cli_error("server", "evaluation failed: %s", ef_strerror(ss.eval_status));
+        goto done;
+    }
+    if (bad_metrics || ss.write_failed) {
+        cli_error("server", "writing %s failed", o.metrics);
+        goto done;
+    }
+    size_t nr;
+    const ef_round_record *recs = ef_server_records(s, &nr);
+    double final_acc = NAN;
+    uint64_t bytes_up = 0, bytes_down = 0, completed = 0, dropped = 0, late = 0;
+    for (size_t i = 0; i < nr; i++) {
+        if (!isnan(recs[i].test_accuracy)) final_acc = recs[i].test_accuracy;
+        bytes_up += recs[i].bytes_up, bytes_down += recs[i].bytes_down;
+        completed += recs[i].completed, dropped += recs[i].dropped, late += recs[i].late;
+    }
+    if (o.out) {
+        size_t n;
+        const float *w = ef_server_model(s, &n);
+        memcpy(ef_params_data(ef_model_params(init)), w, n * sizeof(float));
+        if (ef_model_save(init, o.out, NULL, 0) != EF_OK) {
+            cli_error("server", "%s", ef_last_error());
+            goto done;
+        }
+    }
+    cj = job_config_json(&o, &sc);
+    if (o.report) {
+        char title[256];
+        snprintf(title, sizeof title, "%s, %s over MQTT, %u clients, %u rounds x %u",
+                 ef_strategy_name(sc.strategy.kind), o.model, sc.n_clients, sc.server.rounds,
+                 sc.server.clients_per_round);
+        char *cfg_text = cJSON_Print(cj);
+        ef_run_summary sum = {.title = title, .config_json = cfg_text, .rounds = (uint32_t)nr,
+                              .final_accuracy = final_acc, .sim_time_s = st.wall_s,
+                              .wall_s = st.wall_s, .bytes_up = bytes_up, .bytes_down = bytes_down,
+                              .peak_rss_mb = ef_peak_rss_mb()};
+        ef_status rs = ef_report_write_html(o.report, &sum, recs, nr);
+        cJSON_free(cfg_text);
+        if (rs != EF_OK) {
+            cli_error("server", "%s", ef_last_error());
+            goto done;
+        }
+    }
+    const char *stop_reason = ef_server_stop_reason(s);
+    double epsilon = ef_server_epsilon(s);
+    if (!o.quiet && stop_reason[0]) fprintf(stderr, "edgefl server: %s\n", stop_reason);
+    if (!o.quiet)
+        fprintf(stderr, "edgefl server: final accuracy %.4f after %zu rounds, %llu updates "
+                        "(%llu rejected), %.1f s\n",
+                final_acc, nr, (unsigned long long)st.updates_received,
+                (unsigned long long)st.updates_rejected, st.wall_s);
+    if (o.json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON_AddStringToObject(j, "command", "server");
+        if (isnan(final_acc)) cJSON_AddNullToObject(j, "final_accuracy");
+        else cJSON_AddNumberToObject(j, "final_accuracy", final_acc);
+        cJSON_AddNumberToObject(j, "best_accuracy", ss.best_acc);
+        cJSON_AddNumberToObject(j, "rounds", (double)nr);
+        cJSON_AddNumberToObject(j, "clients", (double)ef_server_clients(s));
+        cJSON_AddNumberToObject(j, "updates", (double)completed);
+        cJSON_AddNumberToObject(j, "updates_received", (double)st.updates_received);
+        cJSON_AddNumberToObject(j, "updates_rejected", (double)st.updates_rejected);
+        cJSON_AddNumberToObject(j, "messages_refused", (double)st.refused);
+        cJSON_AddNumberToObject(j, "dropped", (double)dropped);
+        cJSON_AddNumberToObject(j, "late", (double)late);
+        cJSON_AddNumberToObject(j, "bytes_up", (double)bytes_up);
+        cJSON_AddNumberToObject(j, "bytes_down", (double)bytes_down);
+        cJSON_AddNumberToObject(j, "bytes_in", (double)st.bytes_in);
+        cJSON_AddNumberToObject(j, "bytes_out", (double)st.bytes_out);
+        cJSON_AddNumberToObject(j, "models_broadcast", (double)st.models_broadcast);
+        cJSON_AddNumberToObject(j, "wall_s", st.wall_s);
+        cJSON_AddNumberToObject(j, "peak_rss_mb", ef_peak_rss_mb());
+        if (isfinite(epsilon)) {
+            cJSON_AddNumberToObject(j, "epsilon", epsilon);
+            cJSON_AddNumberToObject(j, "delta", sc.server.dp_delta);
+        }
+        if (stop_reason[0]) cJSON_AddStringToObject(j, "stopped", stop_reason);
+        cJSON_AddItemToObject(j, "config", cj);
+        cj = NULL;
+        char *text = cJSON_PrintUnformatted(j);
+        cJSON_Delete(j);
+        if (!text) goto done;
+        printf("%s\n", text);
+        cJSON_free(text);
+    } else {
+        printf("final_accuracy %.4f\n", final_acc);
+    }
+    status = 0;
+done:
+    if (ss.metrics) fclose(ss.metrics);
+    ef_mqtt_close(m, status == 0); /* a finished job ends its session */
+    mqtt_args_free(&ma);
+    cJSON_Delete(cj);
+    ef_server_free(s);
+    ef_model_free(init);
+    ef_pool_free(pool);
+    ef_dataset_free(&test);
+    cli_config_free(keep);
+    return status;
+}

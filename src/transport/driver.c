@@ -1,0 +1,528 @@
+/*
+ * The MQTT drivers (see include/edgefl/transport.h): the second driver of
+ * the sans-I/O core after the simulator (src/sim/sim.c). The server driver
+ * feeds an ef_server the messages of its inbox with wall-clock time, ticks
+ * it at its timers and publishes its outbox; the client driver feeds an
+ * ef_client what the server sends it and publishes its answers. Both run on
+ * the caller's thread; the connection's network thread keeps the broker
+ * link alive meanwhile.
+ */
+#include <math.h>
+#include <sodium.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/core_internal.h"
+#include "edgefl/transport.h"
+
+#define POLL_S 0.25
+
+/* ---- server ------------------------------------------------------------------ */
+
+typedef struct held {
+    ef_buf *buf;
+    uint32_t sender;
+    uint64_t arrival;
+} held;
+
+typedef struct srv_run {
+    ef_mqtt *m;
+    ef_server *s;
+    const ef_mqtt_server_opts *o;
+    ef_mqtt_server_stats st;
+    ef_outbox out;
+    double t0;
+    char inbox[64], bcast[64];
+    ef_buf *model;          /* the MODEL last published to the broadcast topic */
+    held *hold;             /* check-ins held by the barrier */
+    size_t n_hold, cap_hold;
+    uint64_t arrivals;
+    int barrier_open;       /* 1: check-ins go straight to the server */
+    size_t n_records;
+} srv_run;
+
+static double srv_now(const srv_run *r) { return ef_now() - r->t0; }
+
+/* Publishes the outbox (takes its references). */
+static ef_status srv_publish(srv_run *r) {
+    ef_status st = EF_OK;
+    char topic[64];
+    for (size_t i = 0; i < r->out.n; i++) {
+        ef_out_msg *e = &r->out.v[i];
+        if (st == EF_OK && e->type == EF_MSG_MODEL) {
+            /* the same buffer goes to every selected client: one retained
+             * broadcast per version instead of a copy per client */
+            if (e->buf != r->model) {
+                st = ef_mqtt_publish(r->m, r->bcast, e->buf->data, e->buf->len, 1);
+                if (st == EF_OK) {
+                    ef_buf_unref(r->model);
+                    r->model = ef_buf_ref(e->buf);
+                    r->st.models_broadcast++;
+                    r->st.messages_out++;
+                    r->st.bytes_out += e->buf->len;
+                    ef_log(EF_LOG_DEBUG, "server: model version %u broadcast (%zu bytes)",
+                           ef_server_version(r->s), e->buf->len);
+                }
+            }
+        } else if (st == EF_OK) {
+            st = ef_mqtt_publish(r->m, ef_mqtt_topic(topic, sizeof topic, r->o->job, e->to),
+                                 e->buf->data, e->buf->len, 0);
+            if (st == EF_OK) {
+                r->st.messages_out++;
+                r->st.bytes_out += e->buf->len;
+            }
+        }
+        ef_buf_unref(e->buf);
+        e->buf = NULL;
+    }
+    r->out.n = 0;
+    if (st != EF_OK) ef_log(EF_LOG_ERROR, "server: publishing failed: %s", ef_last_error());
+    return st;
+}
+
+/* After a message or tick: publish, then the after-round hook if rounds ended. */
+static ef_status srv_settle(srv_run *r) {
+    ef_status st = srv_publish(r);
+    if (st != EF_OK) return st;
+    size_t n;
+    ef_server_records(r->s, &n);
+    if (n != r->n_records) {
+        r->n_records = n;
+        if (r->o->after_round && (st = r->o->after_round(r->o->user, r->s)) != EF_OK) return st;
+    }
+    return EF_OK;
+}
+
+/* Hands one message to the server. */
+static ef_status srv_feed(srv_run *r, ef_buf *b) {
+    ef_msg h;
+    int known = ef_wire_decode(b->data, b->len, (size_t)-1, &h) == EF_OK;
+    int is_update = known && (h.type == EF_MSG_UPDATE || h.type == EF_MSG_SA_MASKED);
+    r->st.messages_in++;
+    r->st.bytes_in += b->len;
+    r->st.updates_received += is_update;
+    ef_status hs = ef_server_handle(r->s, srv_now(r), b->data, b->len, &r->out);
+    if (hs == EF_ERR_NOMEM) return hs;
+    if (hs != EF_OK) {
+        r->st.refused++;
+        r->st.updates_rejected += is_update;
+        if (known)
+            ef_log(EF_LOG_WARN, "server: rejected %s from %u: %s", ef_msg_type_name(h.type),
+                   h.sender, ef_last_error());
+        else
+            ef_log(EF_LOG_WARN, "server: rejected a message of %zu bytes: %s", b->len,
+                   ef_last_error());
+    }
+    /* a refusal can still move the protocol on: publish whatever came out */
+    return srv_settle(r);
+}
+
+static int held_cmp(const void *a, const void *b) {
+    const held *x = a, *y = b;
+    if (x->sender != y->sender) return x->sender < y->sender ? -1 : 1;
+    return x->arrival < y->arrival ? -1 : x->arrival > y->arrival;
+}
+
+static size_t held_distinct(const srv_run *r) {
+    size_t n = 0;
+    for (size_t i = 0; i < r->n_hold; i++) {
+        size_t j = 0;
+        while (j < i && r->hold[j].sender != r->hold[i].sender) j++;
+        n += j == i;
+    }
+    return n;
+}
+
+/* The barrier is met: check-ins go to the server in client-id order. */
+static ef_status srv_open_barrier(srv_run *r) {
+    r->barrier_open = 1;
+    qsort(r->hold, r->n_hold, sizeof *r->hold, held_cmp);
+    ef_log(EF_LOG_INFO, "server: %zu clients checked in, starting", held_distinct(r));
+    ef_status st = EF_OK;
+    for (size_t i = 0; i < r->n_hold; i++) {
+        if (st == EF_OK) st = srv_feed(r, r->hold[i].buf);
+        ef_buf_unref(r->hold[i].buf);
+    }
+    r->n_hold = 0;
+    return st;
+}
+
+/* A message from the inbox: held by the barrier or handed on. */
+static ef_status srv_message(srv_run *r, ef_buf *b) {
+    ef_msg h;
+    if (!r->barrier_open && ef_wire_decode(b->data, b->len, (size_t)-1, &h) == EF_OK &&
+        h.job == r->o->job) {
+        if (h.type == EF_MSG_CHECKIN && h.sender < EF_BROADCAST_ID) {
+            if (r->n_hold == r->cap_hold) {
+                size_t nc = r->cap_hold ? 2 * r->cap_hold : 64;
+                held *nv = ef_realloc(r->hold, nc * sizeof *nv);
+                if (!nv) return EF_ERR_NOMEM;
+                r->hold = nv;
+                r->cap_hold = nc;
+            }
+            size_t before = held_distinct(r);
+            r->hold[r->n_hold++] = (held){ef_buf_ref(b), h.sender, r->arrivals++};
+            size_t now_n = held_distinct(r);
+            if (now_n > before)
+                ef_log(EF_LOG_INFO, "server: client %u checked in (%zu of %u)", h.sender, now_n,
+                       r->o->ordered_checkins);
+            if (now_n >= r->o->ordered_checkins) return srv_open_barrier(r);
+            return EF_OK;
+        }
+        if (h.type == EF_MSG_LEAVE) {
+            /* it left before the run started: as if it never came */
+            size_t k = 0, dropped = 0;
+            for (size_t i = 0; i < r->n_hold; i++) {
+                if (r->hold[i].sender == h.sender) {
+                    ef_buf_unref(r->hold[i].buf);
+                    dropped++;
+                } else {
+                    r->hold[k++] = r->hold[i];
+                }
+            }
+            r->n_hold = k;
+            if (dropped) {
+                ef_log(EF_LOG_INFO, "server: client %u left before the start", h.sender);
+                return EF_OK;
+            }
+        }
+    }
+    return srv_feed(r, b);
+}
+
+ef_status ef_mqtt_run_server(ef_mqtt *m, ef_server *s, const ef_mqtt_server_opts *o,
+                             ef_mqtt_server_stats *stats) {
+    srv_run r;
+    memset(&r, 0, sizeof r);
+    r.m = m, r.s = s, r.o = o;
+    r.t0 = ef_now();
+    r.barrier_open = o->ordered_checkins == 0;
+    ef_server_records(s, &r.n_records);
+    ef_mqtt_topic(r.inbox, sizeof r.inbox, o->job, EF_SERVER_ID);
+    ef_mqtt_topic(r.bcast, sizeof r.bcast, o->job, EF_BROADCAST_ID);
+    ef_status st = ef_mqtt_subscribe(m, r.inbox);
+    if (st == EF_OK)
+        ef_log(EF_LOG_INFO, "server: job %llu, inbox %s, model on %s",
+               (unsigned long long)o->job, r.inbox, r.bcast);
+    while (st == EF_OK && !ef_server_done(s)) {
+        if (o->stop && *o->stop) {
+            st = ef__fail(EF_ERR_STATE, "server: interrupted");
+            break;
+        }
+        double now = srv_now(&r), timer = ef_server_next_timer(s);
+        if (timer <= now) {
+            if ((st = ef_server_tick(s, now, &r.out)) == EF_OK) st = srv_settle(&r);
+            continue;
+        }
+        ef_mqtt_msg msg;
+        if ((st = ef_mqtt_next(m, fmin(timer - now, POLL_S), &msg)) != EF_OK) break;
+        if (msg.event == EF_MQTT_CONNECTED) {
+            if (msg.connection > 1 && !msg.session_present) {
+                ef_log(EF_LOG_WARN, "server: the broker lost the session: updates sent while "
+                                    "disconnected are gone (their rounds close at the deadline)");
+                /* the retained model may be gone with it */
+                if (r.model)
+                    st = ef_mqtt_publish(m, r.bcast, r.model->data, r.model->len, 1);
+            }
+        } else if (msg.event == EF_MQTT_MESSAGE) {
+            if (strcmp(msg.topic, r.inbox) == 0) st = srv_message(&r, msg.buf);
+            else ef_log(EF_LOG_DEBUG, "server: ignoring a message on %s", msg.topic);
+        }
+        ef_mqtt_msg_clear(&msg);
+    }
+    ef_status fatal = st;
+    if (ef_server_done(s)) {
+        if (!o->keep_retained) ef_mqtt_clear_retained(m, r.bcast);
+        if (ef_mqtt_flush(m, 30) != EF_OK)
+            ef_log(EF_LOG_WARN, "server: %s", ef_last_error());
+    }
+    for (size_t i = 0; i < r.n_hold; i++) ef_buf_unref(r.hold[i].buf);
+    ef_free(r.hold);
+    ef_outbox_free(&r.out);
+    ef_buf_unref(r.model);
+    r.st.wall_s = srv_now(&r);
+    if (stats) *stats = r.st;
+    return fatal;
+}
+
+/* ---- client ------------------------------------------------------------------ */
+
+typedef struct model_slot {
+    ef_buf *buf;
+    uint32_t version;
+    uint8_t hash[EF_HASH_BYTES];
+} model_slot;
+
+typedef struct cli_run {
+    ef_mqtt *m;
+    ef_client *c;
+    const ef_mqtt_client_opts *o;
+    ef_mqtt_client_stats st;
+    char inbox[64], bcast[64], server[64];
+    model_slot models[2];
+    ef_buf **fifo;          /* inbox messages not yet handled, in order */
+    size_t n_fifo, cap_fifo;
+    ef_outbox out;
+} cli_run;
+
+static void cli_drop_fifo(cli_run *r, size_t k) {
+    for (size_t i = 0; i < k; i++) ef_buf_unref(r->fifo[i]);
+    memmove(r->fifo, r->fifo + k, (r->n_fifo - k) * sizeof *r->fifo);
+    r->n_fifo -= k;
+}
+
+static ef_status cli_publish(cli_run *r) {
+    ef_status st = EF_OK;
+    for (size_t i = 0; i < r->out.n; i++) {
+        ef_buf *b = r->out.v[i].buf;
+        if (st == EF_OK) st = ef_mqtt_publish(r->m, r->server, b->data, b->len, 0);
+        if (st == EF_OK) r->st.bytes_out += b->len;
+        ef_buf_unref(b);
+        r->out.v[i].buf = NULL;
+    }
+    r->out.n = 0;
+    return st;
+}
+
+static ef_status cli_checkin(cli_run *r) {
+    ef_status st = ef_client_checkin(r->c, &r->out);
+    if (st == EF_OK) st = cli_publish(r);
+    if (st == EF_OK) {
+        r->st.checkins++;
+        ef_log(EF_LOG_INFO, "client %u: checked in", r->o->id);
+    }
+    return st;
+}
+
+/* A MODEL on the broadcast topic: kept (the newest two versions). */
+static void cli_model(cli_run *r, ef_buf *b) {
+    ef_msg h;
+    ef_model_msg mm;
+    if (ef_wire_decode(b->data, b->len, (size_t)-1, &h) != EF_OK || h.type != EF_MSG_MODEL ||
+        h.job != r->o->job || h.sender != EF_SERVER_ID || ef_decode_model(&h, &mm) != EF_OK) {
+        ef_log(EF_LOG_WARN, "client %u: ignoring a broadcast that is not this job's model",
+               r->o->id);
+        return;
+    }
+    if (mm.n != r->o->n_params) {
+        ef_log(EF_LOG_WARN, "client %u: ignoring a model of %llu values (expected %zu)", r->o->id,
+               (unsigned long long)mm.n, r->o->n_params);
+        return;
+    }
+    uint8_t hash[EF_HASH_BYTES];
+    ef_hash(hash, mm.raw, mm.n * 4);
+    for (int i = 0; i < 2; i++)
+        if (r->models[i].buf && r->models[i].version == mm.version &&
+            sodium_memcmp(r->models[i].hash, hash, EF_HASH_BYTES) == 0)
+            return; /* already held (a retained copy after a reconnect) */
+    int slot = !r->models[0].buf ? 0 : !r->models[1].buf ? 1
+               : r->models[0].version <= r->models[1].version ? 0 : 1;
+    ef_buf_unref(r->models[slot].buf);
+    r->models[slot].buf = ef_buf_ref(b);
+    r->models[slot].version = mm.version;
+    memcpy(r->models[slot].hash, hash, EF_HASH_BYTES);
+    ef_log(EF_LOG_DEBUG, "client %u: model version %u received", r->o->id, mm.version);
+}
+
+/* The model an inbox message needs: 1 and (version, hash) for TASK,
+ * SA_SETUP and EVAL; 0 for the others (and for what does not decode: the
+ * client refuses it). */
+static int needs_model(const ef_buf *b, uint32_t *version, uint8_t hash[EF_HASH_BYTES],
+                       uint32_t *round, ef_msg_type *type) {
+    ef_msg h;
+    if (ef_wire_decode(b->data, b->len, (size_t)-1, &h) != EF_OK) return 0;
+    *type = h.type;
+    *round = h.round;
+    ef_task t;
+    ef_sa_setup sa;
+    ef_eval_task e;
+    switch (h.type) {
+    case EF_MSG_TASK:
+        if (ef_decode_task(&h, &t) != EF_OK) return 0;
+        break;
+    case EF_MSG_SA_SETUP:
+        if (ef_decode_sa_setup(&h, &t, &sa) != EF_OK) return 0;
+        break;
+    case EF_MSG_EVAL:
+        if (ef_decode_eval(&h, &e) != EF_OK) return 0;
+        *version = e.version;
+        memcpy(hash, e.hash, EF_HASH_BYTES);
+        return 1;
+    default: return 0;
+    }
+    *version = t.version;
+    memcpy(hash, t.hash, EF_HASH_BYTES);
+    return 1;
+}
+
+/* Hands message b (with the model it needs, if any) to the client and
+ * publishes the answer. */
+static ef_status cli_handle(cli_run *r, ef_buf *model, ef_buf *b, ef_msg_type type,
+                            uint32_t round) {
+    ef_status st;
+    if (type == EF_MSG_TASK || type == EF_MSG_SA_SETUP)
+        ef_log(EF_LOG_INFO, "client %u: task received: round %u", r->o->id, round);
+    else if (type == EF_MSG_EVAL)
+        ef_log(EF_LOG_INFO, "client %u: evaluation received: round %u", r->o->id, round);
+    double t0 = ef_now();
+    if (model && (st = ef_client_handle(r->c, model, 0, &r->out)) != EF_OK) goto refused;
+    if ((st = ef_client_handle(r->c, b, 0, &r->out)) != EF_OK) goto refused;
+    double dt = ef_now() - t0;
+    for (size_t i = 0; i < r->out.n; i++) {
+        const ef_out_msg *e = &r->out.v[i];
+        ef_msg h;
+        ef_update u;
+        ef_sa_masked sm;
+        if (ef_wire_decode(e->buf->data, e->buf->len, (size_t)-1, &h) != EF_OK) continue;
+        if (e->type == EF_MSG_UPDATE && ef_decode_update(&h, &u) == EF_OK) {
+            r->st.tasks++;
+            r->st.train_s += dt;
+            ef_log(EF_LOG_INFO, "client %u: update sent: round %u, %u examples, loss %.4f, "
+                                "%.1f s, %zu bytes", r->o->id, h.round, u.n_examples,
+                   (double)u.train_loss, dt, e->buf->len);
+        } else if (e->type == EF_MSG_SA_MASKED && ef_decode_sa_masked(&h, &sm) == EF_OK) {
+            r->st.tasks++;
+            r->st.train_s += dt;
+            ef_log(EF_LOG_INFO, "client %u: masked update sent: round %u, %u examples, loss "
+                                "%.4f, %.1f s, %zu bytes", r->o->id, h.round, sm.n_examples,
+                   (double)sm.train_loss, dt, e->buf->len);
+        } else if (e->type == EF_MSG_EVAL_RESULT) {
+            r->st.evals++;
+            ef_log(EF_LOG_INFO, "client %u: evaluation sent: round %u", r->o->id, h.round);
+        }
+    }
+    return cli_publish(r);
+refused:
+    if (st == EF_ERR_NOMEM) return st;
+    r->st.refused++;
+    ef_log(EF_LOG_WARN, "client %u: refused %s for round %u: %s", r->o->id,
+           ef_msg_type_name(type), round, ef_last_error());
+    return cli_publish(r);
+}
+
+/* Works through the inbox messages that can go now. */
+static ef_status cli_drain(cli_run *r) {
+    while (r->n_fifo > 0) {
+        if (r->o->stop && *r->o->stop) return EF_OK;
+        ef_buf *b = r->fifo[0];
+        uint32_t version = 0, round = 0;
+        uint8_t hash[EF_HASH_BYTES];
+        ef_msg_type type = 0;
+        if (!needs_model(b, &version, hash, &round, &type)) {
+            r->fifo[0] = NULL;
+            cli_drop_fifo(r, 1);
+            ef_status st = cli_handle(r, NULL, b, type, round);
+            ef_buf_unref(b);
+            if (st != EF_OK) return st;
+            continue;
+        }
+        ef_buf *model = NULL;
+        uint32_t newest = 0;
+        for (int i = 0; i < 2; i++) {
+            if (!r->models[i].buf) continue;
+            if (r->models[i].version > newest) newest = r->models[i].version;
+            if (r->models[i].version == version &&
+                sodium_memcmp(r->models[i].hash, hash, EF_HASH_BYTES) == 0)
+                model = r->models[i].buf;
+        }
+        if (model) {
+            r->fifo[0] = NULL;
+            cli_drop_fifo(r, 1);
+            ef_status st = cli_handle(r, model, b, type, round);
+            ef_buf_unref(b);
+            if (st != EF_OK) return st;
+            continue;
+        }
+        /* waiting for its model: unless a newer task came behind it, or the
+         * broadcast has moved past its version (that model will not come) */
+        size_t later = 0;
+        uint32_t v2, rd2;
+        uint8_t h2[EF_HASH_BYTES];
+        ef_msg_type t2;
+        for (size_t i = 1; i < r->n_fifo && !later; i++)
+            if (needs_model(r->fifo[i], &v2, h2, &rd2, &t2)) later = i;
+        if (later) {
+            r->st.superseded++;
+            ef_log(EF_LOG_INFO, "client %u: %s for round %u superseded by a newer one", r->o->id,
+                   ef_msg_type_name(type), round);
+            cli_drop_fifo(r, later);
+            continue;
+        }
+        if (newest > version) {
+            r->st.superseded++;
+            ef_log(EF_LOG_WARN, "client %u: %s for model version %u given up: the broadcast "
+                                "model is at version %u; checking in again", r->o->id,
+                   ef_msg_type_name(type), version, newest);
+            cli_drop_fifo(r, 1);
+            /* the server still counts on this task: a check-in tells it to move on */
+            ef_status st = cli_checkin(r);
+            if (st != EF_OK) return st;
+            continue;
+        }
+        return EF_OK;
+    }
+    return EF_OK;
+}
+
+ef_status ef_mqtt_run_client(ef_mqtt *m, ef_client *c, const ef_mqtt_client_opts *o,
+                             ef_mqtt_client_stats *stats) {
+    cli_run r;
+    memset(&r, 0, sizeof r);
+    r.m = m, r.c = c, r.o = o;
+    ef_mqtt_topic(r.inbox, sizeof r.inbox, o->job, o->id);
+    ef_mqtt_topic(r.bcast, sizeof r.bcast, o->job, EF_BROADCAST_ID);
+    ef_mqtt_topic(r.server, sizeof r.server, o->job, EF_SERVER_ID);
+    char bfilter[80];
+    snprintf(bfilter, sizeof bfilter, "%s/#", r.bcast); /* the topic and its chunk topics */
+    ef_status st = ef_mqtt_subscribe(m, r.inbox);
+    if (st == EF_OK) st = ef_mqtt_subscribe(m, bfilter);
+    while (st == EF_OK) {
+        if (o->stop && *o->stop) break;
+        if (o->max_tasks && r.st.tasks + r.st.evals >= o->max_tasks) break;
+        ef_mqtt_msg msg;
+        if ((st = ef_mqtt_next(m, POLL_S, &msg)) != EF_OK) break;
+        if (msg.event == EF_MQTT_CONNECTED) {
+            /* a new session lost what was sent meanwhile; a resumed one
+             * delivers it, and checking in then would cancel a task the
+             * server still counts on. Training happens on this thread, so a
+             * check-in never overtakes the answer to a task in progress. */
+            if (msg.connection == 1 || !msg.session_present) {
+                if (msg.connection > 1)
+                    ef_log(EF_LOG_WARN, "client %u: the broker started a new session: checking "
+                                        "in again", o->id);
+                cli_drop_fifo(&r, r.n_fifo);
+                st = cli_checkin(&r);
+            }
+        } else if (msg.event == EF_MQTT_MESSAGE) {
+            if (strcmp(msg.topic, r.bcast) == 0) {
+                cli_model(&r, msg.buf);
+            } else if (strcmp(msg.topic, r.inbox) == 0) {
+                if (r.n_fifo == r.cap_fifo) {
+                    size_t nc = r.cap_fifo ? 2 * r.cap_fifo : 16;
+                    ef_buf **nv = ef_realloc(r.fifo, nc * sizeof *nv);
+                    if (!nv) st = EF_ERR_NOMEM;
+                    else r.fifo = nv, r.cap_fifo = nc;
+                }
+                if (st == EF_OK) r.fifo[r.n_fifo++] = ef_buf_ref(msg.buf);
+            }
+        }
+        ef_mqtt_msg_clear(&msg);
+        if (st == EF_OK) st = cli_drain(&r);
+    }
+    if (st == EF_OK) {
+        /* leaving: tell the server (a normal disconnect cancels the will) */
+        st = ef_client_leave(c, 0, &r.out);
+        if (st == EF_OK) st = cli_publish(&r);
+        if (st == EF_OK) {
+            ef_log(EF_LOG_INFO, "client %u: leaving", o->id);
+            if (ef_mqtt_flush(m, 10) != EF_OK) ef_log(EF_LOG_WARN, "client %u: %s", o->id,
+                                                       ef_last_error());
+        }
+    }
+    cli_drop_fifo(&r, r.n_fifo);
+    ef_free(r.fifo);
+    for (int i = 0; i < 2; i++) ef_buf_unref(r.models[i].buf);
+    ef_outbox_free(&r.out);
+    if (stats) *stats = r.st;
+    return st;
+}
