@@ -104,6 +104,18 @@ typedef struct ef_server_config {
     /* Simulation only: server noise from `seed`, so runs repeat exactly
      * (0: the operating system's randomness). */
     int deterministic_noise;
+    /* Authentication (deployments; see docs/deploy.md). sign_key: the
+     * server's Ed25519 secret key (EF_SK_BYTES, copied into locked memory):
+     * every message it sends is signed. authenticate: every incoming
+     * message must be signed by its sender's key on the allow-list
+     * (ef_server_allow) and carry a message counter above the last one seen
+     * from that sender; anything else is refused with EF_ERR_AUTH. */
+    const uint8_t *sign_key;
+    int authenticate;
+    /* First value of the server's message counter (seq; task ids are seqs).
+     * A restarted server must not reuse counters: deployments pass a
+     * time-based value (e.g. microseconds since the epoch); 0 in simulation. */
+    uint64_t first_seq;
 } ef_server_config;
 
 #define EF_DP_OFF 0
@@ -137,6 +149,13 @@ typedef struct ef_server ef_server;
 EF_API ef_status ef_server_new(ef_server **out, const ef_server_config *cfg,
                                const ef_strategy_config *strategy, ef_params *init,
                                ef_round_fn on_round, void *user);
+
+/*
+ * Puts client `id` with Ed25519 public key pk on the allow-list (used when
+ * cfg.authenticate is set). The client is known but offline until it checks
+ * in. EF_ERR_INVALID for a reserved id or an id that already has another key.
+ */
+EF_API ef_status ef_server_allow(ef_server *s, uint32_t id, const uint8_t pk[EF_PK_BYTES]);
 
 /* Frees the server. NULL is a no-op. */
 EF_API void ef_server_free(ef_server *s);

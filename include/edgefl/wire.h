@@ -2,20 +2,28 @@
  * The wire format of the federated protocol: one versioned binary envelope
  * for every message, whatever carries it (the in-process simulator, MQTT).
  *
- * Envelope (little-endian, 40 bytes, then the payload):
+ * Envelope (little-endian, 48 bytes, then the payload, then the signature
+ * when the message is signed):
  *
  *   off size field
  *     0    4 magic      "EFL1"
- *     4    1 version    EF_WIRE_VERSION
+ *     4    1 version    EF_WIRE_VERSION (2)
  *     5    1 type       ef_msg_type
- *     6    2 flags      0 (bits reserved: signatures come with authentication)
+ *     6    2 flags      bit 0 EF_WIRE_SIGNED; other bits must be 0
  *     8    8 job        job id: messages of another job are refused
  *    16    4 round      round (or model version) the message belongs to
  *    20    4 sender     client id, or EF_SERVER_ID
- *    24    8 seq        the sender's message counter
- *    32    4 length     payload bytes
- *    36    4 crc        CRC-32 of bytes 0..35 and of the payload
- *    40    . payload
+ *    24    8 seq        the sender's message counter (strictly increasing: a
+ *                       signed message whose seq is not above the last one
+ *                       seen from its sender is a replay)
+ *    32    8 task       the task the message assigns (server) or answers
+ *                       (client): the seq of the server's TASK, SA_SETUP or
+ *                       EVAL message; 0 for CHECKIN, MODEL and LEAVE
+ *    40    4 length     payload bytes
+ *    44    4 crc        CRC-32 of bytes 0..43 and of the payload
+ *    48    . payload
+ *     .   64 signature  (EF_WIRE_SIGNED) Ed25519 over "edgefl-msg-sig1\0" ||
+ *                       BLAKE2b-256(bytes 0 .. 48 + length)
  *
  * Payloads (little-endian; float vectors are raw IEEE-754 binary32):
  *
@@ -44,8 +52,12 @@
 extern "C" {
 #endif
 
-#define EF_WIRE_VERSION 1
-#define EF_WIRE_HEADER 40
+#define EF_WIRE_VERSION 2
+#define EF_WIRE_HEADER 48
+#define EF_WIRE_SIGNED 1u    /* flags: an Ed25519 signature follows the payload */
+#define EF_SIG_BYTES 64
+#define EF_PK_BYTES 32       /* Ed25519 public key */
+#define EF_SK_BYTES 64       /* Ed25519 secret key (libsodium layout: seed || public key) */
 #define EF_SERVER_ID 0xFFFFFFFFu
 #define EF_BROADCAST_ID 0xFFFFFFFEu
 #define EF_HASH_BYTES 32
@@ -80,22 +92,36 @@ typedef struct ef_msg {
     uint32_t round;
     uint32_t sender;
     uint64_t seq;
+    uint64_t task;
     const uint8_t *payload;
     size_t payload_len;
+    const uint8_t *sig;  /* EF_SIG_BYTES after the payload, or NULL when unsigned */
 } ef_msg;
 
 /*
  * Decodes and checks an envelope of `len` bytes: magic, version, type,
- * flags, length (header + payload == len exactly; payload <= max_payload),
- * CRC. EF_ERR_FORMAT with a message saying which check failed.
+ * flags, length (header + payload (+ signature) == len exactly; payload <=
+ * max_payload), CRC. EF_ERR_FORMAT with a message saying which check
+ * failed. The signature, if any, is not checked here (ef_wire_verify).
  */
 EF_API ef_status ef_wire_decode(const uint8_t *buf, size_t len, size_t max_payload, ef_msg *out);
 
-/* Writes the 40-byte header for a payload already at buf + EF_WIRE_HEADER,
- * computing the CRC over header and payload. payload_len must fit in 32 bits
- * (encoders only build messages below 4 GiB). */
+/* Writes the 48-byte header (task 0, unsigned) for a payload already at
+ * buf + EF_WIRE_HEADER, computing the CRC over header and payload.
+ * payload_len must fit in 32 bits (encoders only build messages below 4 GiB). */
 EF_API void ef_wire_seal(uint8_t *buf, ef_msg_type type, uint64_t job, uint32_t round,
                          uint32_t sender, uint64_t seq, size_t payload_len);
+/* The same with the task field. */
+EF_API void ef_wire_seal_task(uint8_t *buf, ef_msg_type type, uint64_t job, uint32_t round,
+                              uint32_t sender, uint64_t seq, uint64_t task, size_t payload_len);
+
+/* Signs a sealed message: sets EF_WIRE_SIGNED, recomputes the CRC and writes
+ * the signature after the payload (buf must have EF_SIG_BYTES more bytes). */
+EF_API void ef_wire_sign(uint8_t *buf, size_t payload_len, const uint8_t sk[EF_SK_BYTES]);
+
+/* Checks the signature of message m (decoded from buf) against public key
+ * pk: EF_ERR_AUTH ("unsigned", "bad signature") unless it verifies. */
+EF_API ef_status ef_wire_verify(const uint8_t *buf, const ef_msg *m, const uint8_t pk[EF_PK_BYTES]);
 
 /* ---- payloads ------------------------------------------------------------ */
 

@@ -28,6 +28,10 @@ typedef struct client_rec {
     uint32_t task_version;  /* model version of the current task */
     double task_deadline;   /* async: when the task times out */
     uint32_t sa_index;      /* secure aggregation: participant index in its round */
+    uint64_t task_id;       /* seq of the TASK, SA_SETUP or EVAL message of its current task */
+    uint64_t last_seq;      /* authentication: highest message counter seen from it */
+    uint8_t has_pk;         /* on the allow-list */
+    uint8_t pk[EF_PK_BYTES];
 } client_rec;
 
 typedef enum phase { P_WAIT = 0, P_TRAIN, P_EVAL, P_DONE, P_SA } phase;
@@ -63,6 +67,8 @@ struct ef_server {
     uint32_t *slots;        /* open-addressing map id -> index + 1 */
     size_t n_slots;
     uint32_t *pick;         /* selection scratch (cap_clients) */
+    uint64_t *order;        /* selection scratch: (id, index) keys sorted by id */
+    uint8_t *sk;            /* the server's signing key (secure memory), or NULL */
     ef_rng rng;
     uint64_t seq;
     phase ph;
@@ -160,6 +166,9 @@ static ef_status add_client(ef_server *s, uint32_t id, client_rec **out) {
         uint32_t *np = ef_realloc(s->pick, nc * sizeof *np);
         if (!np) return EF_ERR_NOMEM;
         s->pick = np;
+        uint64_t *no = ef_realloc(s->order, nc * sizeof *no);
+        if (!no) return EF_ERR_NOMEM;
+        s->order = no;
         s->cap_clients = nc;
     }
     if ((s->n_clients + 1) * 2 > s->n_slots) {
@@ -177,13 +186,24 @@ static ef_status add_client(ef_server *s, uint32_t id, client_rec **out) {
     return EF_OK;
 }
 
-/* Picks up to k idle clients (with training or evaluation data) at random. */
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Picks up to k idle clients (with training or evaluation data) at random.
+ * The candidates are taken in client-id order, so the choice depends on the
+ * seed and on who is idle, not on the order in which clients checked in (a
+ * deployment's arrival order is not reproducible; the simulator's is). */
 static size_t select_idle(ef_server *s, size_t k, int for_eval) {
     size_t n = 0;
     for (size_t i = 0; i < s->n_clients; i++) {
         const client_rec *c = &s->clients[i];
-        if (c->state == C_IDLE && (for_eval ? c->n_eval : c->n_train) > 0) s->pick[n++] = (uint32_t)i;
+        if (c->state == C_IDLE && (for_eval ? c->n_eval : c->n_train) > 0)
+            s->order[n++] = (uint64_t)c->id << 32 | i;
     }
+    qsort(s->order, n, sizeof *s->order, cmp_u64);
+    for (size_t i = 0; i < n; i++) s->pick[i] = (uint32_t)s->order[i];
     if (k > n) k = n;
     for (size_t i = 0; i < k; i++) { /* partial Fisher-Yates */
         size_t j = i + (size_t)ef_rng_below(&s->rng, n - i);
@@ -199,7 +219,7 @@ static size_t select_idle(ef_server *s, size_t k, int for_eval) {
 static ef_status model_message(ef_server *s) {
     if (s->model_buf) return EF_OK;
     size_t plen = EF_MODEL_FIXED + s->n_params * 4;
-    ef_buf *b = ef_buf_new(EF_WIRE_HEADER + plen);
+    ef_buf *b = ef__msg_new(plen, s->sk != NULL);
     if (!b) return EF_ERR_NOMEM;
     uint8_t *p = b->data + EF_WIRE_HEADER;
     ef__wr32(p, s->version);
@@ -207,7 +227,7 @@ static ef_status model_message(ef_server *s) {
     ef__wr64(p + 8, s->n_params);
     for (size_t i = 0; i < s->n_params; i++) ef__wrf32(p + EF_MODEL_FIXED + 4 * i, s->model[i]);
     ef_hash(s->hash, p + EF_MODEL_FIXED, s->n_params * 4);
-    ef_wire_seal(b->data, EF_MSG_MODEL, s->cfg.job, s->version, EF_SERVER_ID, ++s->seq, plen);
+    ef__msg_seal(b, EF_MSG_MODEL, s->cfg.job, s->version, EF_SERVER_ID, ++s->seq, 0, plen, s->sk);
     s->model_buf = b;
     return EF_OK;
 }
@@ -247,11 +267,15 @@ static void write_task(ef_server *s, const client_rec *c, uint8_t *p) {
     ef__wr64(p + 56, task_seed(s, c->id));
 }
 
-/* Seals the payload at b->data + EF_WIRE_HEADER and queues it for client `to`. */
-static ef_status send_buf(ef_server *s, uint32_t to, ef_msg_type type, ef_buf *b, size_t plen,
+/* Seals (and signs) the payload at b->data + EF_WIRE_HEADER and queues it
+ * for client c. A TASK, SA_SETUP or EVAL message opens a task whose id is
+ * its own seq; the other messages carry the id of c's current task. */
+static ef_status send_buf(ef_server *s, client_rec *c, ef_msg_type type, ef_buf *b, size_t plen,
                           ef_outbox *out) {
-    ef_wire_seal(b->data, type, s->cfg.job, s->round, EF_SERVER_ID, ++s->seq, plen);
-    ef_status st = ef_outbox_push(out, to, type, b);
+    uint64_t seq = ++s->seq;
+    if (type == EF_MSG_TASK || type == EF_MSG_SA_SETUP || type == EF_MSG_EVAL) c->task_id = seq;
+    ef__msg_seal(b, type, s->cfg.job, s->round, EF_SERVER_ID, seq, c->task_id, plen, s->sk);
+    ef_status st = ef_outbox_push(out, c->id, type, b);
     if (st != EF_OK) {
         ef_buf_unref(b);
         return st;
@@ -263,10 +287,10 @@ static ef_status send_buf(ef_server *s, uint32_t to, ef_msg_type type, ef_buf *b
 static ef_status send_task(ef_server *s, double now, client_rec *c, ef_outbox *out) {
     ef_status st = send_model_to(s, c, out);
     if (st) return st;
-    ef_buf *b = ef_buf_new(EF_WIRE_HEADER + EF_TASK_PAYLOAD);
+    ef_buf *b = ef__msg_new(EF_TASK_PAYLOAD, s->sk != NULL);
     if (!b) return EF_ERR_NOMEM;
     write_task(s, c, b->data + EF_WIRE_HEADER);
-    if ((st = send_buf(s, c->id, EF_MSG_TASK, b, EF_TASK_PAYLOAD, out)) != EF_OK) return st;
+    if ((st = send_buf(s, c, EF_MSG_TASK, b, EF_TASK_PAYLOAD, out)) != EF_OK) return st;
     s->rec.selected++;
     c->state = C_TRAINING;
     c->task_round = s->round;
@@ -278,19 +302,13 @@ static ef_status send_task(ef_server *s, double now, client_rec *c, ef_outbox *o
 static ef_status send_eval(ef_server *s, client_rec *c, ef_outbox *out) {
     ef_status st = send_model_to(s, c, out);
     if (st) return st;
-    ef_buf *b = ef_buf_new(EF_WIRE_HEADER + 8 + EF_HASH_BYTES);
+    ef_buf *b = ef__msg_new(8 + EF_HASH_BYTES, s->sk != NULL);
     if (!b) return EF_ERR_NOMEM;
     uint8_t *p = b->data + EF_WIRE_HEADER;
     ef__wr32(p, s->version);
     ef__wr32(p + 4, 0);
     memcpy(p + 8, s->hash, EF_HASH_BYTES);
-    ef_wire_seal(b->data, EF_MSG_EVAL, s->cfg.job, s->round, EF_SERVER_ID, ++s->seq,
-                 8 + EF_HASH_BYTES);
-    if ((st = ef_outbox_push(out, c->id, EF_MSG_EVAL, b)) != EF_OK) {
-        ef_buf_unref(b);
-        return st;
-    }
-    s->rec.bytes_down += b->len;
+    if ((st = send_buf(s, c, EF_MSG_EVAL, b, 8 + EF_HASH_BYTES, out)) != EF_OK) return st;
     c->state = C_EVALUATING;
     c->task_version = s->version;
     return EF_OK;
@@ -538,7 +556,7 @@ static void sa_wait(ef_server *s, double now, int stage) {
 static ef_status send_sa_setup(ef_server *s, client_rec *c, uint32_t index, ef_outbox *out) {
     ef_status st = send_model_to(s, c, out);
     if (st) return st;
-    ef_buf *b = ef_buf_new(EF_WIRE_HEADER + EF_SA_SETUP_PAYLOAD);
+    ef_buf *b = ef__msg_new(EF_SA_SETUP_PAYLOAD, s->sk != NULL);
     if (!b) return EF_ERR_NOMEM;
     uint8_t *p = b->data + EF_WIRE_HEADER;
     write_task(s, c, p);
@@ -557,7 +575,7 @@ static ef_status send_sa_setup(ef_server *s, client_rec *c, uint32_t index, ef_o
     ef__wrf64(q + 40, s->cfg.secagg_weight_cap);
     ef__wrf64(q + 48, s->cfg.dp ? s->cfg.dp_clip : 0.0);
     ef__wrf64(q + 56, a->dp_param);
-    if ((st = send_buf(s, c->id, EF_MSG_SA_SETUP, b, EF_SA_SETUP_PAYLOAD, out)) != EF_OK) return st;
+    if ((st = send_buf(s, c, EF_MSG_SA_SETUP, b, EF_SA_SETUP_PAYLOAD, out)) != EF_OK) return st;
     s->rec.selected++;
     c->state = C_TRAINING;
     c->task_round = s->round;
@@ -627,10 +645,10 @@ static ef_status sa_start(ef_server *s, double now, size_t k, ef_outbox *out) {
 /* Queues the SecAgg+ payload `pl` for participant i's client. */
 static ef_status sa_send(ef_server *s, uint32_t i, ef_msg_type type, const uint8_t *pl,
                          size_t plen, ef_outbox *out) {
-    ef_buf *b = ef_buf_new(EF_WIRE_HEADER + plen);
+    ef_buf *b = ef__msg_new(plen, s->sk != NULL);
     if (!b) return EF_ERR_NOMEM;
     memcpy(b->data + EF_WIRE_HEADER, pl, plen);
-    return send_buf(s, s->clients[s->sa.part[i]].id, type, b, plen, out);
+    return send_buf(s, &s->clients[s->sa.part[i]], type, b, plen, out);
 }
 
 /* The sum is known: dequantize, divide by the included weights, aggregate. */
@@ -746,7 +764,7 @@ static ef_status on_sa_message(ef_server *s, double now, const ef_msg *m, size_t
                                client_rec *c, ef_outbox *out) {
     sa_round *a = &s->sa;
     if (s->ph != P_SA || m->round != s->round || c->state != C_TRAINING ||
-        c->task_round != s->round || c->sa_index >= a->p.n ||
+        c->task_round != s->round || m->task != c->task_id || c->sa_index >= a->p.n ||
         a->part[c->sa_index] != (uint32_t)(c - s->clients))
         return refuse(s, ef__fail(EF_ERR_STATE, "%s from client %u for round %u: it has no "
                                                 "secure aggregation task open",
@@ -868,7 +886,7 @@ static ef_status on_update(ef_server *s, double now, const ef_msg *m, size_t len
         return ef__fail(EF_ERR_STATE, "update from client %u for closed round %u", c->id,
                         m->round);
     }
-    if (c->state != C_TRAINING || u.version != c->task_version ||
+    if (c->state != C_TRAINING || u.version != c->task_version || m->task != c->task_id ||
         (!s->cfg.async && (m->round != s->round || c->task_round != s->round || s->ph != P_TRAIN)))
         return refuse(s, ef__fail(EF_ERR_STATE, "update from client %u for round %u, version %u: "
                                                 "no such task open (stale or duplicate)",
@@ -970,7 +988,8 @@ static ef_status on_eval_result(ef_server *s, double now, const ef_msg *m, size_
         return ef__fail(EF_ERR_STATE, "evaluation result from client %u for closed round %u",
                         c->id, m->round);
     }
-    if (s->ph != P_EVAL || c->state != C_EVALUATING || r.version != s->version)
+    if (s->ph != P_EVAL || c->state != C_EVALUATING || r.version != s->version ||
+        m->task != c->task_id)
         return refuse(s, ef__fail(EF_ERR_STATE, "evaluation result from client %u not expected",
                                   c->id));
     c->state = C_IDLE;
@@ -1015,6 +1034,18 @@ ef_status ef_server_handle(ef_server *s, double now, const uint8_t *buf, size_t 
         return refuse(s, ef__fail(EF_ERR_STATE, "message for job %llu, this server runs job %llu",
                                   (unsigned long long)m.job, (unsigned long long)s->cfg.job));
     client_rec *c = find_client(s, m.sender);
+    if (s->cfg.authenticate) {
+        if (!c || !c->has_pk)
+            return refuse(s, ef__fail(EF_ERR_AUTH, "%s from client %u: not on the allow-list",
+                                      ef_msg_type_name(m.type), m.sender));
+        if ((st = ef_wire_verify(buf, &m, c->pk)) != EF_OK) return refuse(s, st);
+        if (m.seq <= c->last_seq)
+            return refuse(s, ef__fail(EF_ERR_AUTH, "%s from client %u: replayed (message "
+                                                   "counter %llu, last seen %llu)",
+                                      ef_msg_type_name(m.type), m.sender,
+                                      (unsigned long long)m.seq, (unsigned long long)c->last_seq));
+        c->last_seq = m.seq;
+    }
     if (m.type == EF_MSG_CHECKIN) {
         ef_checkin ci;
         if ((st = ef_decode_checkin(&m, &ci)) != EF_OK) return refuse(s, st);
@@ -1192,6 +1223,16 @@ ef_status ef_server_new(ef_server **out, const ef_server_config *cfg,
     s->on_round = on_round;
     s->user = user;
     s->round = 1;
+    s->seq = cfg->first_seq;
+    s->cfg.sign_key = NULL; /* copied into secure memory below */
+    if (cfg->sign_key) {
+        if (!(s->sk = sodium_malloc(EF_SK_BYTES))) {
+            ef_free(s);
+            return EF_ERR_NOMEM;
+        }
+        memcpy(s->sk, cfg->sign_key, EF_SK_BYTES);
+        sodium_mprotect_readonly(s->sk);
+    }
     ef_rng_seed(&s->rng, cfg->seed ^ 0x5E1EC7ull);
     size_t max_updates = (size_t)ceil(cfg->clients_per_round * cfg->overselect);
     if (cfg->async && cfg->buffer_k > max_updates) max_updates = cfg->buffer_k;
@@ -1250,6 +1291,8 @@ void ef_server_free(ef_server *s) {
     ef_free(s->clients);
     ef_free(s->slots);
     ef_free(s->pick);
+    ef_free(s->order);
+    if (s->sk) sodium_free(s->sk);
     ef_free(s->records);
     ef_free(s);
 }
@@ -1279,4 +1322,19 @@ double ef_server_epsilon(const ef_server *s) {
     double eps = NAN;
     if (ef_accountant_epsilon(s->acct, s->cfg.dp_delta, &eps, NULL) != EF_OK) return NAN;
     return eps;
+}
+
+ef_status ef_server_allow(ef_server *s, uint32_t id, const uint8_t pk[EF_PK_BYTES]) {
+    if (id >= EF_BROADCAST_ID)
+        return ef__fail(EF_ERR_INVALID, "allow-list: reserved client id %u", id);
+    client_rec *c = find_client(s, id);
+    if (c && c->has_pk && sodium_memcmp(c->pk, pk, EF_PK_BYTES) != 0)
+        return ef__fail(EF_ERR_INVALID, "allow-list: client %u already has another key", id);
+    if (!c) {
+        ef_status st = add_client(s, id, &c);
+        if (st) return st;
+    }
+    memcpy(c->pk, pk, EF_PK_BYTES);
+    c->has_pk = 1;
+    return EF_OK;
 }

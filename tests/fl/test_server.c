@@ -65,8 +65,9 @@ static ef_buf *buf_copy(const ef_buf *src, size_t len) {
 /* Recomputes the header (length and CRC) of a crafted message from its own
  * header fields and length: the result is a well-formed envelope. */
 static void reseal(ef_buf *b) {
-    ef_wire_seal(b->data, (ef_msg_type)b->data[5], rd64(b->data + 8), rd32(b->data + 16),
-                 rd32(b->data + 20), rd64(b->data + 24), b->len - EF_WIRE_HEADER);
+    ef_wire_seal_task(b->data, (ef_msg_type)b->data[5], rd64(b->data + 8), rd32(b->data + 16),
+                      rd32(b->data + 20), rd64(b->data + 24), rd64(b->data + 32),
+                      b->len - EF_WIRE_HEADER);
 }
 
 /* ---- the fake trainer ------------------------------------------------------ */
@@ -974,7 +975,7 @@ static void test_refusals(void) {
     refused_case(t, now, b->data, b->len, EF_ERR_FORMAT, "update declaring 2^62 values");
     ef_buf_unref(b);
     /* corrupted bytes: every bit of a few positions in header and payload */
-    size_t flips[] = {0, 5, 9, 17, 21, 33, 38, EF_WIRE_HEADER, EF_WIRE_HEADER + 5,
+    size_t flips[] = {0, 5, 9, 17, 21, 33, 41, 46, EF_WIRE_HEADER, EF_WIRE_HEADER + 5,
                       UPDATE_LEN - 1};
     for (size_t i = 0; i < sizeof flips / sizeof flips[0]; i++) {
         b = buf_copy(uy, uy->len);

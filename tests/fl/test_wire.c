@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sodium.h>
 #include <string.h>
 #include <zlib.h>
 
@@ -217,20 +218,21 @@ static void test_seal_layout(void) {
     uint8_t pl[8];
     size_t len, plen = pl_checkin(pl, 0x01020304u, 0x05060708u);
     uint8_t *b = seal_msg(EF_MSG_CHECKIN, pl, plen, &len);
-    static const uint8_t want[36] = {
-        'E',  'F',  'L',  '1',  1,    1,    0,    0,    /* magic, version, type, flags */
+    static const uint8_t want[44] = {
+        'E',  'F',  'L',  '1',  2,    1,    0,    0,    /* magic, version, type, flags */
         0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, /* job */
         0xD4, 0xC3, 0xB2, 0xA1,                         /* round */
         42,   0,    0,    0,                            /* sender */
         0x80, 0x90, 0xA0, 0xB0, 0xC0, 0xD0, 0xE0, 0xF0, /* seq */
+        0,    0,    0,    0,    0,    0,    0,    0,    /* task */
         8,    0,    0,    0};                           /* length */
-    CHECK(len == 48);
-    CHECK(memcmp(b, want, 36) == 0);
+    CHECK(len == 56);
+    CHECK(memcmp(b, want, 44) == 0);
     uLong c = crc32(0L, Z_NULL, 0);
-    c = crc32(c, b, 36);
+    c = crc32(c, b, 44);
     c = crc32(c, b + EF_WIRE_HEADER, (uInt)plen);
-    CHECK(ef__rd32(b + 36) == (uint32_t)c);
-    CHECK(b[40] == 4 && b[41] == 3 && b[42] == 2 && b[43] == 1);
+    CHECK(ef__rd32(b + 44) == (uint32_t)c);
+    CHECK(b[48] == 4 && b[49] == 3 && b[50] == 2 && b[51] == 1);
     free(b);
 }
 
@@ -447,7 +449,7 @@ static void test_envelope_rejects(void) {
     CHECK_REJECT(ef_wire_decode(b, len, MAXP, &m), "bad magic");
 
     /* wrong version (re-sealing could not produce one: patch it in) */
-    const uint8_t versions[3] = {0, 2, 255};
+    const uint8_t versions[3] = {0, 1, 255};
     for (int i = 0; i < 3; i++) {
         memcpy(b, good, len);
         b[4] = versions[i];
@@ -463,8 +465,12 @@ static void test_envelope_rejects(void) {
         free(u);
     }
 
-    /* non-zero flags: every bit */
-    for (int bit = 0; bit < 16; bit++) {
+    /* unknown flags: every bit but EF_WIRE_SIGNED (which makes the
+     * message 64 bytes short of its signature) */
+    memcpy(b, good, len);
+    ef__wr16(b + 6, EF_WIRE_SIGNED);
+    CHECK_REJECT(ef_wire_decode(b, len, MAXP, &m), "and a signature");
+    for (int bit = 1; bit < 16; bit++) {
         memcpy(b, good, len);
         ef__wr16(b + 6, (uint16_t)(1u << bit));
         CHECK_REJECT(ef_wire_decode(b, len, MAXP, &m), "flags");
@@ -478,11 +484,11 @@ static void test_envelope_rejects(void) {
     b[len] = 0;
     CHECK_REJECT(ef_wire_decode(b, len + 1, MAXP, &m), "header says 8 payload bytes, 9 present");
     memcpy(b, good, len);
-    ef__wr32(b + 32, 9);
+    ef__wr32(b + 40, 9);
     CHECK_REJECT(ef_wire_decode(b, len, MAXP, &m), "header says 9 payload bytes, 8 present");
-    ef__wr32(b + 32, 0);
+    ef__wr32(b + 40, 0);
     CHECK_REJECT(ef_wire_decode(b, len, MAXP, &m), "header says 0 payload bytes, 8 present");
-    ef__wr32(b + 32, 0xFFFFFFFFu);
+    ef__wr32(b + 40, 0xFFFFFFFFu);
     CHECK_REJECT(ef_wire_decode(b, len, MAXP, &m), "exceeds");
     CHECK_REJECT(ef_wire_decode(b, len, SIZE_MAX, &m), "header says 4294967295 payload bytes");
 
@@ -497,7 +503,7 @@ static void test_envelope_rejects(void) {
 
     /* CRC mismatch: the CRC field itself, and a payload byte */
     memcpy(b, good, len);
-    b[36] ^= 1;
+    b[44] ^= 1;
     CHECK_REJECT(ef_wire_decode(b, len, MAXP, &m), "CRC mismatch");
     memcpy(b, good, len);
     b[len - 1] ^= 0x80;
@@ -505,6 +511,63 @@ static void test_envelope_rejects(void) {
 
     free(b);
     free(good);
+}
+
+/* Signed envelopes: the signature verifies with the signer's public key
+ * only, covers every header and payload byte, and an unsigned message or a
+ * stripped signature is refused. */
+static void test_signatures(void) {
+    uint8_t pk[EF_PK_BYTES], sk[EF_SK_BYTES], pk2[EF_PK_BYTES], sk2[EF_SK_BYTES];
+    CHECK(sodium_init() >= 0);
+    crypto_sign_keypair(pk, sk);
+    crypto_sign_keypair(pk2, sk2);
+    uint8_t pl[24];
+    size_t plen = pl_eval_result(pl, 1, 10, 3.0, 4);
+    size_t len = EF_WIRE_HEADER + plen + EF_SIG_BYTES;
+    uint8_t *b = malloc(len), *t = malloc(len);
+    if (!b || !t) abort();
+    memcpy(b + EF_WIRE_HEADER, pl, plen);
+    ef_wire_seal_task(b, EF_MSG_EVAL_RESULT, JOB, 3, 42, 77, 0xABCDEF0123ull, plen);
+    ef_msg m;
+    /* sealed but not signed: decodes as unsigned, verify says so */
+    CHECK_OK(ef_wire_decode(b, EF_WIRE_HEADER + plen, MAXP, &m));
+    CHECK(m.sig == NULL && m.task == 0xABCDEF0123ull);
+    CHECK(ef_wire_verify(b, &m, pk) == EF_ERR_AUTH && strstr(ef_last_error(), "unsigned"));
+    ef_wire_sign(b, plen, sk);
+    CHECK_OK(ef_wire_decode(b, len, MAXP, &m));
+    CHECK(m.sig == b + EF_WIRE_HEADER + plen && (m.flags & EF_WIRE_SIGNED));
+    CHECK(m.payload_len == plen && m.seq == 77 && m.task == 0xABCDEF0123ull);
+    CHECK_OK(ef_wire_verify(b, &m, pk));
+    CHECK(ef_wire_verify(b, &m, pk2) == EF_ERR_AUTH);
+    CHECK(strstr(ef_last_error(), "bad signature") != NULL);
+    /* the signed message without its signature is a length error */
+    CHECK_REJECT(ef_wire_decode(b, EF_WIRE_HEADER + plen, MAXP, &m), "and a signature");
+    /* any byte changed and the CRC recomputed (an attacker can do that):
+     * the signature no longer verifies */
+    int caught = 0, total = 0;
+    for (size_t off = 0; off < EF_WIRE_HEADER + plen; off++) {
+        if (off < 8) continue; /* magic, version, type, flags: refused by decode */
+        if (off >= 40 && off < 48) continue; /* length and CRC themselves */
+        memcpy(t, b, len);
+        t[off] ^= 0x10;
+        ef__wr32(t + 44, 0);
+        /* recompute the CRC the way an attacker would */
+        uLong c = crc32(0L, Z_NULL, 0);
+        c = crc32(c, t, 44);
+        c = crc32(c, t + EF_WIRE_HEADER, (uInt)plen);
+        ef__wr32(t + 44, (uint32_t)c);
+        total++;
+        if (ef_wire_decode(t, len, MAXP, &m) == EF_OK && ef_wire_verify(t, &m, pk) == EF_ERR_AUTH)
+            caught++;
+    }
+    CHECK(caught == total && total > 50);
+    /* a signature byte flipped */
+    memcpy(t, b, len);
+    t[len - 1] ^= 1;
+    CHECK_OK(ef_wire_decode(t, len, MAXP, &m));
+    CHECK(ef_wire_verify(t, &m, pk) == EF_ERR_AUTH);
+    free(b);
+    free(t);
 }
 
 /* Every single-bit error anywhere in a small message is caught, and by the
@@ -528,8 +591,8 @@ static void test_every_bit_flip(void) {
         if (off < 4) want1 = "bad magic";
         else if (off == 4) want1 = "wire version";
         else if (off == 5) want2 = "unknown type"; /* or a valid type, then the CRC */
-        else if (off < 8) want1 = "flags";
-        else if (off >= 32 && off < 36) want1 = "payload bytes", want2 = "exceeds";
+        else if (off < 8) want1 = "flags", want2 = "signature"; /* bit 0: EF_WIRE_SIGNED */
+        else if (off >= 40 && off < 44) want1 = "payload bytes", want2 = "exceeds";
         int ok = st == EF_ERR_FORMAT &&
                  (strstr(e, want1) != NULL || (want2 && strstr(e, want2) != NULL));
         CHECK_MSG(ok, "bit %zu (byte %zu): %s: \"%s\"", bit, off, ef_strerror(st), e);
@@ -1030,6 +1093,7 @@ int main(void) {
     test_roundtrip_eval_result();
     test_roundtrip_leave();
     test_envelope_rejects();
+    test_signatures();
     test_every_bit_flip();
     test_wrong_type();
     test_payload_sizes();

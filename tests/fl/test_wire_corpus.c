@@ -186,8 +186,8 @@ int main(void) {
                 uint8_t *again = malloc(len);
                 if (!again) abort();
                 memcpy(again + EF_WIRE_HEADER, m.payload, m.payload_len);
-                ef_wire_seal(again, m.type, m.job, m.round, m.sender, m.seq, m.payload_len);
-                CHECK_MSG(memcmp(again, buf, len) == 0, "%s: ef_wire_seal writes other bytes",
+                ef_wire_seal_task(again, m.type, m.job, m.round, m.sender, m.seq, m.task, m.payload_len);
+                CHECK_MSG(memcmp(again, buf, len) == 0, "%s: ef_wire_seal_task writes other bytes",
                           name);
                 free(again);
             }
