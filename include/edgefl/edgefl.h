@@ -26,5 +26,6 @@
 #include "edgefl/client.h"
 #include "edgefl/sim.h"
 #include "edgefl/accountant.h"
+#include "edgefl/identity.h"
 
 #endif /* EDGEFL_EDGEFL_H */

@@ -157,6 +157,31 @@ EF_API ef_status ef_server_new(ef_server **out, const ef_server_config *cfg,
  */
 EF_API ef_status ef_server_allow(ef_server *s, uint32_t id, const uint8_t pk[EF_PK_BYTES]);
 
+/*
+ * Checkpoints the server into directory `dir` (created, mode 0700, if
+ * missing): the model and server-optimizer state as safetensors
+ * (model-<rounds>.safetensors: "global", "strategy.m", "strategy.v") and
+ * state.json (rounds done, model version, message counter, selection RNG,
+ * round records, known clients and their last message counters, the DP
+ * accountant and clipping norm, the hash of the model file), each written
+ * atomically, state.json last. Call it after a round closes (when
+ * ef_server_records grows). On failure the previous checkpoint stays valid.
+ */
+EF_API ef_status ef_server_checkpoint(ef_server *s, const char *dir);
+
+/*
+ * Resumes from the checkpoint in `dir`, if there is one (*restored = 1;
+ * a missing state.json is a fresh run: EF_OK, *restored = 0). Call it right
+ * after ef_server_new (and ef_server_allow), before any message. The run
+ * continues after the last completed round: the round in progress at the
+ * crash starts again with new task ids, so answers to its old tasks are
+ * refused (stale task) and no update is aggregated twice; the clients known
+ * are taken as online. A checkpoint of another job, model size or strategy,
+ * or whose model file does not match its hash, is refused (EF_ERR_FORMAT)
+ * and the server is unchanged.
+ */
+EF_API ef_status ef_server_restore(ef_server *s, const char *dir, int *restored);
+
 /* Frees the server. NULL is a no-op. */
 EF_API void ef_server_free(ef_server *s);
 

@@ -15,93 +15,9 @@
 #include "edgefl/rng.h"
 #include "edgefl/server.h"
 #include "fl_internal.h"
+#include "server_internal.h"
 #include "privacy/dp_internal.h"
 #include "privacy/secagg_internal.h"
-
-typedef enum cstate { C_OFFLINE = 0, C_IDLE, C_TRAINING, C_EVALUATING } cstate;
-
-typedef struct client_rec {
-    uint32_t id;
-    uint32_t n_train, n_eval;
-    uint8_t state;
-    uint32_t task_round;    /* round (sync) of the current task */
-    uint32_t task_version;  /* model version of the current task */
-    double task_deadline;   /* async: when the task times out */
-    uint32_t sa_index;      /* secure aggregation: participant index in its round */
-    uint64_t task_id;       /* seq of the TASK, SA_SETUP or EVAL message of its current task */
-    uint64_t last_seq;      /* authentication: highest message counter seen from it */
-    uint8_t has_pk;         /* on the allow-list */
-    uint8_t pk[EF_PK_BYTES];
-} client_rec;
-
-typedef enum phase { P_WAIT = 0, P_TRAIN, P_EVAL, P_DONE, P_SA } phase;
-
-/* A secure-aggregation round in progress. */
-typedef struct sa_round {
-    ef_sa_server *srv;  /* the SecAgg+ server machine (masks off in EF_SECAGG_PLAIN) */
-    ef_sa_params p;
-    ef__quant q;
-    int stage;          /* 1 keys, 2 shares, 3 masked updates, 4 unmasking */
-    uint32_t *part;     /* (n) client index of participant i */
-    uint8_t *heard;     /* (n) answered the current stage */
-    uint8_t *gone;      /* (n) left or restarted: will not answer again */
-    double *ratio;      /* (n) weight of participant i's update */
-    uint32_t waiting;   /* participants still in that have not answered this stage */
-    uint32_t *words;    /* (d) aligned copy of a masked update */
-    uint32_t dp_kind;   /* distributed DP: 1 Skellam, 2 discrete Gaussian; 0 none */
-    double dp_param;    /* ... each client's mu or sigma in quantized units */
-    uint32_t dp_min;    /* ... sized for this many survivors: fewer are not released */
-} sa_round;
-
-struct ef_server {
-    ef_server_config cfg;
-    ef_strategy *strat;
-    float prox_mu;
-    size_t n_params;
-    float *model;
-    uint32_t version;
-    uint8_t hash[EF_HASH_BYTES];
-    ef_buf *model_buf;      /* MODEL message of the current version, or NULL */
-    client_rec *clients;
-    size_t n_clients, cap_clients;
-    uint32_t *slots;        /* open-addressing map id -> index + 1 */
-    size_t n_slots;
-    uint32_t *pick;         /* selection scratch (cap_clients) */
-    uint64_t *order;        /* selection scratch: (id, index) keys sorted by id */
-    uint8_t *sk;            /* the server's signing key (secure memory), or NULL */
-    ef_rng rng;
-    uint64_t seq;
-    phase ph;
-    uint32_t round;         /* current round (1-based) */
-    ef_round_record rec;
-    double deadline;
-    double loss_sum, loss_w;
-    uint64_t ev_n, ev_correct;
-    double ev_loss;
-    uint32_t ev_pending;
-    uint32_t training;      /* async: clients with a task */
-    uint32_t spent;         /* sync: tasks answered by a refused update this round */
-    double st_sum;
-    uint64_t refused;
-    ef_round_record *records;
-    size_t n_records, cap_records;
-    ef_round_fn on_round;
-    void *user;
-    sa_round sa;
-    /* differential privacy */
-    ef_accountant *acct;    /* privacy spent; NULL without DP */
-    double *dp_sum;         /* central DP without secure aggregation: sum of clipped updates */
-    uint32_t dp_count;      /* ... and how many */
-    double dp_q;            /* sampling rate of the current round */
-    ef__drbg dp_rng;        /* the server's noise */
-    ef__dp_adaptive adapt;  /* adaptive clipping; adapt.clip is the current C */
-    double dp_stddev;       /* noise on the sum: z C, or z_delta C when adaptive */
-    double dp_zdelta;       /* the update's noise multiplier */
-    uint32_t dp_below;      /* updates within C this round */
-    double *norms;          /* the round's update norms (for the record's median) */
-    size_t n_norms, cap_norms;
-    char stop_reason[200];
-};
 
 ef_server_config ef_server_defaults(void) {
     ef_server_config c = {0};
@@ -134,7 +50,7 @@ static uint32_t slot_hash(uint32_t id) {
     return (uint32_t)(x >> 32);
 }
 
-static client_rec *find_client(ef_server *s, uint32_t id) {
+client_rec *ef__server_find_client(ef_server *s, uint32_t id) {
     if (!s->n_slots) return NULL;
     for (size_t i = slot_hash(id) & (s->n_slots - 1);; i = (i + 1) & (s->n_slots - 1)) {
         uint32_t v = s->slots[i];
@@ -157,7 +73,7 @@ static ef_status rehash(ef_server *s, size_t n_slots) {
     return EF_OK;
 }
 
-static ef_status add_client(ef_server *s, uint32_t id, client_rec **out) {
+ef_status ef__server_add_client(ef_server *s, uint32_t id, client_rec **out) {
     if (s->n_clients == s->cap_clients) {
         size_t nc = s->cap_clients ? s->cap_clients * 2 : 64;
         client_rec *nv = ef_realloc(s->clients, nc * sizeof *nv);
@@ -362,6 +278,7 @@ static ef_status close_record(ef_server *s, double now) {
     ef_status st = push_record(s);
     if (st) return st;
     s->round++;
+    s->rng_at_close = s->rng;
     if (s->round > s->cfg.rounds) s->ph = P_DONE;
     return EF_OK;
 }
@@ -1033,7 +950,7 @@ ef_status ef_server_handle(ef_server *s, double now, const uint8_t *buf, size_t 
     if (m.job != s->cfg.job)
         return refuse(s, ef__fail(EF_ERR_STATE, "message for job %llu, this server runs job %llu",
                                   (unsigned long long)m.job, (unsigned long long)s->cfg.job));
-    client_rec *c = find_client(s, m.sender);
+    client_rec *c = ef__server_find_client(s, m.sender);
     if (s->cfg.authenticate) {
         if (!c || !c->has_pk)
             return refuse(s, ef__fail(EF_ERR_AUTH, "%s from client %u: not on the allow-list",
@@ -1051,7 +968,7 @@ ef_status ef_server_handle(ef_server *s, double now, const uint8_t *buf, size_t 
         if ((st = ef_decode_checkin(&m, &ci)) != EF_OK) return refuse(s, st);
         if (m.sender >= EF_BROADCAST_ID)
             return refuse(s, ef__fail(EF_ERR_FORMAT, "checkin with reserved id %u", m.sender));
-        if (!c && (st = add_client(s, m.sender, &c)) != EF_OK) return st;
+        if (!c && (st = ef__server_add_client(s, m.sender, &c)) != EF_OK) return st;
         c->n_train = ci.n_train;
         c->n_eval = ci.n_eval;
         if (c->state == C_TRAINING || c->state == C_EVALUATING) {
@@ -1234,6 +1151,7 @@ ef_status ef_server_new(ef_server **out, const ef_server_config *cfg,
         sodium_mprotect_readonly(s->sk);
     }
     ef_rng_seed(&s->rng, cfg->seed ^ 0x5E1EC7ull);
+    s->rng_at_close = s->rng;
     size_t max_updates = (size_t)ceil(cfg->clients_per_round * cfg->overselect);
     if (cfg->async && cfg->buffer_k > max_updates) max_updates = cfg->buffer_k;
     if ((st = ef_strategy_new(&s->strat, strategy, s->n_params, max_updates)) != EF_OK) goto fail;
@@ -1327,11 +1245,11 @@ double ef_server_epsilon(const ef_server *s) {
 ef_status ef_server_allow(ef_server *s, uint32_t id, const uint8_t pk[EF_PK_BYTES]) {
     if (id >= EF_BROADCAST_ID)
         return ef__fail(EF_ERR_INVALID, "allow-list: reserved client id %u", id);
-    client_rec *c = find_client(s, id);
+    client_rec *c = ef__server_find_client(s, id);
     if (c && c->has_pk && sodium_memcmp(c->pk, pk, EF_PK_BYTES) != 0)
         return ef__fail(EF_ERR_INVALID, "allow-list: client %u already has another key", id);
     if (!c) {
-        ef_status st = add_client(s, id, &c);
+        ef_status st = ef__server_add_client(s, id, &c);
         if (st) return st;
     }
     memcpy(c->pk, pk, EF_PK_BYTES);
