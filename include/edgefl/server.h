@@ -182,6 +182,21 @@ EF_API ef_status ef_server_checkpoint(ef_server *s, const char *dir);
  */
 EF_API ef_status ef_server_restore(ef_server *s, const char *dir, int *restored);
 
+/*
+ * Registers scale-out aggregator worker `id` (public key pk; NULL allowed
+ * only without cfg.authenticate). Workers share the server inbox (an MQTT 5
+ * shared subscription), batch the clients' updates whose tasks they saw the
+ * server send, and send PARTIAL messages: the example-weighted mean of the
+ * batch and one entry per client (id, examples, task id, message counter).
+ * The server checks every entry against its open tasks (and counters) and
+ * adds the partial with the batch's total weight; any entry that does not
+ * answer an open task of the current round refuses the whole partial.
+ * Partials need synchronous rounds with a mean-based strategy and neither
+ * secure aggregation nor DP (EF_ERR_UNSUPPORTED otherwise). A worker id is
+ * never selected as a client. See include/edgefl/worker.h.
+ */
+EF_API ef_status ef_server_add_aggregator(ef_server *s, uint32_t id, const uint8_t *pk);
+
 /* Frees the server. NULL is a no-op. */
 EF_API void ef_server_free(ef_server *s);
 
