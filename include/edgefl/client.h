@@ -55,6 +55,17 @@ typedef struct ef_client_config {
      * knows the seed knows the secrets: never in a deployment (0: the
      * operating system's randomness). */
     int deterministic_secrets;
+    /* Authentication (deployments). sign_key: this client's Ed25519 secret
+     * key (EF_SK_BYTES, copied into locked memory): every message it sends is
+     * signed. server_pk: the server's public key: messages not signed by it,
+     * and non-MODEL messages whose counter is not above the last one seen,
+     * are refused (EF_ERR_AUTH). NULL: unsigned / unchecked (simulation). */
+    const uint8_t *sign_key;
+    const uint8_t *server_pk;
+    /* First value of the message counter. A restarted client must not reuse
+     * counters (the server would refuse its messages as replays): deployments
+     * pass a time-based value, e.g. microseconds since the epoch. */
+    uint64_t first_seq;
 } ef_client_config;
 
 typedef struct ef_client ef_client;

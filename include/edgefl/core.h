@@ -34,7 +34,8 @@ typedef enum ef_status {
     EF_ERR_UNSUPPORTED = 6, /* valid but not supported by this build */
     EF_ERR_RANGE = 7,       /* value or size out of range, overflow */
     EF_ERR_STATE = 8,       /* call not valid in the object's current state */
-    EF_ERR_INTERNAL = 9     /* a bug in edgefl */
+    EF_ERR_INTERNAL = 9,    /* a bug in edgefl */
+    EF_ERR_AUTH = 10        /* unsigned, unknown sender, bad signature or replayed message */
 } ef_status;
 
 /* Short static description of a status code; never NULL. */

@@ -26,5 +26,7 @@
 #include "edgefl/client.h"
 #include "edgefl/sim.h"
 #include "edgefl/accountant.h"
+#include "edgefl/identity.h"
+#include "edgefl/worker.h"
 
 #endif /* EDGEFL_EDGEFL_H */

@@ -23,6 +23,9 @@ typedef struct ef_atomic_file ef_atomic_file;
  * ("<path>.tmp.<pid>.<n>"). Nothing at `path` changes until ef_atomic_commit.
  */
 EF_API ef_status ef_atomic_open(ef_atomic_file **out, const char *path);
+/* The same, creating the file with permission bits `mode` (before the
+ * umask), e.g. 0600 for a secret key. */
+EF_API ef_status ef_atomic_open_mode(ef_atomic_file **out, const char *path, unsigned mode);
 
 /* Appends bytes to the temporary file. After a failed write the file can
  * only be aborted: ef_atomic_commit refuses it (EF_ERR_STATE). */
@@ -42,6 +45,9 @@ EF_API void ef_atomic_abort(ef_atomic_file *f);
 
 /* Writes a whole buffer to `path` atomically. */
 EF_API ef_status ef_write_file_atomic(const char *path, const void *data, size_t len);
+/* The same with permission bits `mode` (see ef_atomic_open_mode). */
+EF_API ef_status ef_write_file_atomic_mode(const char *path, const void *data, size_t len,
+                                           unsigned mode);
 
 /*
  * Reads a whole file into a new buffer (*out, freed with ef_free; NUL-terminated

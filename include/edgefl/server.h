@@ -104,6 +104,18 @@ typedef struct ef_server_config {
     /* Simulation only: server noise from `seed`, so runs repeat exactly
      * (0: the operating system's randomness). */
     int deterministic_noise;
+    /* Authentication (deployments; see docs/deploy.md). sign_key: the
+     * server's Ed25519 secret key (EF_SK_BYTES, copied into locked memory):
+     * every message it sends is signed. authenticate: every incoming
+     * message must be signed by its sender's key on the allow-list
+     * (ef_server_allow) and carry a message counter above the last one seen
+     * from that sender; anything else is refused with EF_ERR_AUTH. */
+    const uint8_t *sign_key;
+    int authenticate;
+    /* First value of the server's message counter (seq; task ids are seqs).
+     * A restarted server must not reuse counters: deployments pass a
+     * time-based value (e.g. microseconds since the epoch); 0 in simulation. */
+    uint64_t first_seq;
 } ef_server_config;
 
 #define EF_DP_OFF 0
@@ -137,6 +149,53 @@ typedef struct ef_server ef_server;
 EF_API ef_status ef_server_new(ef_server **out, const ef_server_config *cfg,
                                const ef_strategy_config *strategy, ef_params *init,
                                ef_round_fn on_round, void *user);
+
+/*
+ * Puts client `id` with Ed25519 public key pk on the allow-list (used when
+ * cfg.authenticate is set). The client is known but offline until it checks
+ * in. EF_ERR_INVALID for a reserved id or an id that already has another key.
+ */
+EF_API ef_status ef_server_allow(ef_server *s, uint32_t id, const uint8_t pk[EF_PK_BYTES]);
+
+/*
+ * Checkpoints the server into directory `dir` (created, mode 0700, if
+ * missing): the model and server-optimizer state as safetensors
+ * (model-<rounds>.safetensors: "global", "strategy.m", "strategy.v") and
+ * state.json (rounds done, model version, message counter, selection RNG,
+ * round records, known clients and their last message counters, the DP
+ * accountant and clipping norm, the hash of the model file), each written
+ * atomically, state.json last. Call it after a round closes (when
+ * ef_server_records grows). On failure the previous checkpoint stays valid.
+ */
+EF_API ef_status ef_server_checkpoint(ef_server *s, const char *dir);
+
+/*
+ * Resumes from the checkpoint in `dir`, if there is one (*restored = 1;
+ * a missing state.json is a fresh run: EF_OK, *restored = 0). Call it right
+ * after ef_server_new (and ef_server_allow), before any message. The run
+ * continues after the last completed round: the round in progress at the
+ * crash starts again with new task ids, so answers to its old tasks are
+ * refused (stale task) and no update is aggregated twice; the clients known
+ * are taken as online. A checkpoint of another job, model size or strategy,
+ * or whose model file does not match its hash, is refused (EF_ERR_FORMAT)
+ * and the server is unchanged.
+ */
+EF_API ef_status ef_server_restore(ef_server *s, const char *dir, int *restored);
+
+/*
+ * Registers scale-out aggregator worker `id` (public key pk; NULL allowed
+ * only without cfg.authenticate). Workers share the server inbox (an MQTT 5
+ * shared subscription), batch the clients' updates whose tasks they saw the
+ * server send, and send PARTIAL messages: the example-weighted mean of the
+ * batch and one entry per client (id, examples, task id, message counter).
+ * The server checks every entry against its open tasks (and counters) and
+ * adds the partial with the batch's total weight; any entry that does not
+ * answer an open task of the current round refuses the whole partial.
+ * Partials need synchronous rounds with a mean-based strategy and neither
+ * secure aggregation nor DP (EF_ERR_UNSUPPORTED otherwise). A worker id is
+ * never selected as a client. See include/edgefl/worker.h.
+ */
+EF_API ef_status ef_server_add_aggregator(ef_server *s, uint32_t id, const uint8_t *pk);
 
 /* Frees the server. NULL is a no-op. */
 EF_API void ef_server_free(ef_server *s);

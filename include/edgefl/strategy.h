@@ -112,6 +112,16 @@ EF_API void ef_strategy_begin(ef_strategy *s);
  */
 EF_API ef_status ef_strategy_add(ef_strategy *s, const float *delta, double weight);
 
+/*
+ * Server-optimizer state that persists across rounds, for checkpoints:
+ * vector i (i < ef_strategy_state_count: 0 for FedAvg, 1 for FedAvgM and
+ * FedAdagrad, 2 for FedAdam and FedYogi) has n_params floats, named
+ * "m" (momentum / first moment) or "v" (second moment). The pointer is
+ * writable: restoring a checkpoint copies the saved vector into it.
+ */
+EF_API size_t ef_strategy_state_count(const ef_strategy *s);
+EF_API float *ef_strategy_state(ef_strategy *s, size_t i, const char **name);
+
 /* Updates added since ef_strategy_begin. */
 EF_API size_t ef_strategy_count(const ef_strategy *s);
 

@@ -2,20 +2,28 @@
  * The wire format of the federated protocol: one versioned binary envelope
  * for every message, whatever carries it (the in-process simulator, MQTT).
  *
- * Envelope (little-endian, 40 bytes, then the payload):
+ * Envelope (little-endian, 48 bytes, then the payload, then the signature
+ * when the message is signed):
  *
  *   off size field
  *     0    4 magic      "EFL1"
- *     4    1 version    EF_WIRE_VERSION
+ *     4    1 version    EF_WIRE_VERSION (2)
  *     5    1 type       ef_msg_type
- *     6    2 flags      0 (bits reserved: signatures come with authentication)
+ *     6    2 flags      bit 0 EF_WIRE_SIGNED; other bits must be 0
  *     8    8 job        job id: messages of another job are refused
  *    16    4 round      round (or model version) the message belongs to
  *    20    4 sender     client id, or EF_SERVER_ID
- *    24    8 seq        the sender's message counter
- *    32    4 length     payload bytes
- *    36    4 crc        CRC-32 of bytes 0..35 and of the payload
- *    40    . payload
+ *    24    8 seq        the sender's message counter (strictly increasing: a
+ *                       signed message whose seq is not above the last one
+ *                       seen from its sender is a replay)
+ *    32    8 task       the task the message assigns (server) or answers
+ *                       (client): the seq of the server's TASK, SA_SETUP or
+ *                       EVAL message; 0 for CHECKIN, MODEL and LEAVE
+ *    40    4 length     payload bytes
+ *    44    4 crc        CRC-32 of bytes 0..43 and of the payload
+ *    48    . payload
+ *     .   64 signature  (EF_WIRE_SIGNED) Ed25519 over "edgefl-msg-sig1\0" ||
+ *                       BLAKE2b-256(bytes 0 .. 48 + length)
  *
  * Payloads (little-endian; float vectors are raw IEEE-754 binary32):
  *
@@ -28,6 +36,11 @@
  *   EVAL         version u32, pad u32, hash[32]
  *   EVAL_RESULT  version u32, n_examples u32, loss_sum f64, correct u32, pad u32
  *   LEAVE        reason u32 (a client going away; over MQTT, its last will)
+ *   PARTIAL      version u32, count u32, n u64, loss_sum f64 (sum of n_examples x
+ *                train_loss), count entries of 24 bytes {client u32, n_examples u32,
+ *                task u64, seq u64} in increasing client order, then n floats: the
+ *                example-weighted mean of those clients' updates (an aggregator
+ *                worker's share of a round; see docs/deploy.md, scale-out)
  *
  * Padding words are reserved and must be zero. Decoders check every length
  * against the bytes actually present, reject unknown types, versions, flags
@@ -44,8 +57,12 @@
 extern "C" {
 #endif
 
-#define EF_WIRE_VERSION 1
-#define EF_WIRE_HEADER 40
+#define EF_WIRE_VERSION 2
+#define EF_WIRE_HEADER 48
+#define EF_WIRE_SIGNED 1u    /* flags: an Ed25519 signature follows the payload */
+#define EF_SIG_BYTES 64
+#define EF_PK_BYTES 32       /* Ed25519 public key */
+#define EF_SK_BYTES 64       /* Ed25519 secret key (libsodium layout: seed || public key) */
 #define EF_SERVER_ID 0xFFFFFFFFu
 #define EF_BROADCAST_ID 0xFFFFFFFEu
 #define EF_HASH_BYTES 32
@@ -66,8 +83,12 @@ typedef enum ef_msg_type {
     EF_MSG_SA_FORWARD = 12,   /* server -> client: the shares addressed to it */
     EF_MSG_SA_MASKED = 13,    /* client -> server: its masked, quantized update */
     EF_MSG_SA_UNMASK = 14,    /* server -> client: whose shares to reveal */
-    EF_MSG_SA_REVEAL = 15     /* client -> server: the revealed shares */
+    EF_MSG_SA_REVEAL = 15,    /* client -> server: the revealed shares */
+    /* scale-out: an aggregator worker's partial aggregate of several clients' updates */
+    EF_MSG_PARTIAL = 16       /* worker -> server */
 } ef_msg_type;
+
+#define EF_MSG_LAST EF_MSG_PARTIAL
 
 /* Name of a message type ("update"), or "unknown". */
 EF_API const char *ef_msg_type_name(ef_msg_type t);
@@ -80,22 +101,36 @@ typedef struct ef_msg {
     uint32_t round;
     uint32_t sender;
     uint64_t seq;
+    uint64_t task;
     const uint8_t *payload;
     size_t payload_len;
+    const uint8_t *sig;  /* EF_SIG_BYTES after the payload, or NULL when unsigned */
 } ef_msg;
 
 /*
  * Decodes and checks an envelope of `len` bytes: magic, version, type,
- * flags, length (header + payload == len exactly; payload <= max_payload),
- * CRC. EF_ERR_FORMAT with a message saying which check failed.
+ * flags, length (header + payload (+ signature) == len exactly; payload <=
+ * max_payload), CRC. EF_ERR_FORMAT with a message saying which check
+ * failed. The signature, if any, is not checked here (ef_wire_verify).
  */
 EF_API ef_status ef_wire_decode(const uint8_t *buf, size_t len, size_t max_payload, ef_msg *out);
 
-/* Writes the 40-byte header for a payload already at buf + EF_WIRE_HEADER,
- * computing the CRC over header and payload. payload_len must fit in 32 bits
- * (encoders only build messages below 4 GiB). */
+/* Writes the 48-byte header (task 0, unsigned) for a payload already at
+ * buf + EF_WIRE_HEADER, computing the CRC over header and payload.
+ * payload_len must fit in 32 bits (encoders only build messages below 4 GiB). */
 EF_API void ef_wire_seal(uint8_t *buf, ef_msg_type type, uint64_t job, uint32_t round,
                          uint32_t sender, uint64_t seq, size_t payload_len);
+/* The same with the task field. */
+EF_API void ef_wire_seal_task(uint8_t *buf, ef_msg_type type, uint64_t job, uint32_t round,
+                              uint32_t sender, uint64_t seq, uint64_t task, size_t payload_len);
+
+/* Signs a sealed message: sets EF_WIRE_SIGNED, recomputes the CRC and writes
+ * the signature after the payload (buf must have EF_SIG_BYTES more bytes). */
+EF_API void ef_wire_sign(uint8_t *buf, size_t payload_len, const uint8_t sk[EF_SK_BYTES]);
+
+/* Checks the signature of message m (decoded from buf) against public key
+ * pk: EF_ERR_AUTH ("unsigned", "bad signature") unless it verifies. */
+EF_API ef_status ef_wire_verify(const uint8_t *buf, const ef_msg *m, const uint8_t pk[EF_PK_BYTES]);
 
 /* ---- payloads ------------------------------------------------------------ */
 
@@ -173,6 +208,26 @@ EF_API ef_status ef_decode_update(const ef_msg *m, ef_update *out);
 EF_API ef_status ef_decode_eval(const ef_msg *m, ef_eval_task *out);
 EF_API ef_status ef_decode_eval_result(const ef_msg *m, ef_eval_result *out);
 EF_API ef_status ef_decode_leave(const ef_msg *m, uint32_t *reason);
+/* One client's update inside a PARTIAL. */
+typedef struct ef_partial_entry {
+    uint32_t client, n_examples;
+    uint64_t task, seq;
+} ef_partial_entry;
+
+typedef struct ef_partial {
+    uint32_t version, count;
+    uint64_t n;
+    double loss_sum;
+    const uint8_t *entries; /* count x EF_PARTIAL_ENTRY bytes: use ef_partial_get */
+    const uint8_t *raw;     /* n little-endian floats */
+} ef_partial;
+
+/* PARTIAL: count >= 1, entries with n_examples >= 1 and strictly
+ * increasing client ids below EF_BROADCAST_ID, finite loss_sum. */
+EF_API ef_status ef_decode_partial(const ef_msg *m, ef_partial *out);
+/* Entry i (< count) of a decoded PARTIAL. */
+EF_API void ef_partial_get(const ef_partial *p, uint32_t i, ef_partial_entry *out);
+
 /* SA_SETUP: a TASK payload, then the SecAgg+ settings (checked for range:
  * index < n, 2 <= n, 1 <= t, 1 <= bits <= 32, levels >= 1, finite positive
  * clip and weight cap, dp_kind and flags known, dp values finite and >= 0). */
@@ -189,6 +244,8 @@ EF_API void ef_wire_floats(float *out, const uint8_t *raw, size_t n);
 #define EF_SA_SETUP_PAYLOAD (EF_TASK_PAYLOAD + 64)
 #define EF_SA_MASKED_FIXED 32
 #define EF_SA_FLAG_NO_MASK 1u
+#define EF_PARTIAL_FIXED 24
+#define EF_PARTIAL_ENTRY 24
 
 /* ---- reference-counted message buffers and outboxes --------------------- */
 

@@ -25,6 +25,7 @@ const char *ef_strerror(ef_status st) {
     case EF_ERR_RANGE: return "out of range";
     case EF_ERR_STATE: return "invalid state";
     case EF_ERR_INTERNAL: return "internal error";
+    case EF_ERR_AUTH: return "authentication failed";
     }
     return "unknown status";
 }

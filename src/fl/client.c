@@ -26,6 +26,12 @@ struct ef_client {
     ef_task sa_task;
     ef_sa_setup sa_set;
     uint32_t sa_round;
+    uint64_t sa_task_id;    /* the SA_SETUP's task id, echoed by every SecAgg+ answer */
+    /* authentication */
+    uint8_t *sk;            /* signing key (secure memory), or NULL */
+    uint8_t server_pk[EF_PK_BYTES];
+    int check_server;       /* verify the server's signatures and counters */
+    uint64_t server_seq;    /* highest counter seen from the server (MODEL excepted) */
 };
 
 ef_status ef_client_new(ef_client **out, const ef_client_config *cfg, const ef_trainer *trainer) {
@@ -37,7 +43,21 @@ ef_status ef_client_new(ef_client **out, const ef_client_config *cfg, const ef_t
     ef_client *c = ef_calloc(1, sizeof *c);
     if (!c) return EF_ERR_NOMEM;
     c->cfg = *cfg;
+    c->cfg.sign_key = c->cfg.server_pk = NULL; /* copied below */
     c->tr = *trainer;
+    c->seq = cfg->first_seq;
+    if (cfg->sign_key) {
+        if (!(c->sk = sodium_malloc(EF_SK_BYTES))) {
+            ef_free(c);
+            return EF_ERR_NOMEM;
+        }
+        memcpy(c->sk, cfg->sign_key, EF_SK_BYTES);
+        sodium_mprotect_readonly(c->sk);
+    }
+    if (cfg->server_pk) {
+        memcpy(c->server_pk, cfg->server_pk, EF_PK_BYTES);
+        c->check_server = 1;
+    }
     *out = c;
     return EF_OK;
 }
@@ -46,6 +66,7 @@ void ef_client_free(ef_client *c) {
     if (!c) return;
     ef_sa_client_free(c->sa);
     ef_buf_unref(c->model);
+    if (c->sk) sodium_free(c->sk);
     ef_free(c);
 }
 
@@ -58,12 +79,12 @@ void ef_client_forget(ef_client *c) {
     c->sa = NULL;
 }
 
-static ef_status send_small(ef_client *c, ef_msg_type type, uint32_t round, const uint8_t *payload,
-                            size_t plen, ef_outbox *out) {
-    ef_buf *b = ef_buf_new(EF_WIRE_HEADER + plen);
+static ef_status send_small(ef_client *c, ef_msg_type type, uint32_t round, uint64_t task,
+                            const uint8_t *payload, size_t plen, ef_outbox *out) {
+    ef_buf *b = ef__msg_new(plen, c->sk != NULL);
     if (!b) return EF_ERR_NOMEM;
     memcpy(b->data + EF_WIRE_HEADER, payload, plen);
-    ef_wire_seal(b->data, type, c->cfg.job, round, c->cfg.id, ++c->seq, plen);
+    ef__msg_seal(b, type, c->cfg.job, round, c->cfg.id, ++c->seq, task, plen, c->sk);
     ef_status st = ef_outbox_push(out, EF_SERVER_ID, type, b);
     if (st) ef_buf_unref(b);
     return st;
@@ -73,7 +94,7 @@ ef_status ef_client_checkin(ef_client *c, ef_outbox *out) {
     uint8_t p[8];
     ef__wr32(p, c->cfg.n_train);
     ef__wr32(p + 4, c->cfg.n_eval);
-    return send_small(c, EF_MSG_CHECKIN, 0, p, 8, out);
+    return send_small(c, EF_MSG_CHECKIN, 0, 0, p, 8, out);
 }
 
 ef_status ef_client_leave(ef_client *c, uint32_t reason, ef_outbox *out) {
@@ -81,7 +102,7 @@ ef_status ef_client_leave(ef_client *c, uint32_t reason, ef_outbox *out) {
     ef__wr32(p, reason);
     ef_buf_unref(c->model);
     c->model = NULL;
-    return send_small(c, EF_MSG_LEAVE, 0, p, 4, out);
+    return send_small(c, EF_MSG_LEAVE, 0, 0, p, 4, out);
 }
 
 /* The held model's floats (copied only on hosts where they cannot be read in place). */
@@ -117,7 +138,7 @@ static ef_status on_task(ef_client *c, const ef_msg *m, int worker, ef_outbox *o
     if ((st = need_model(c, t.version, t.hash)) != EF_OK) return st;
     size_t n = c->cfg.n_params;
     size_t plen = EF_UPDATE_FIXED + n * 4;
-    ef_buf *b = ef_buf_new(EF_WIRE_HEADER + plen);
+    ef_buf *b = ef__msg_new(plen, c->sk != NULL);
     if (!b) return EF_ERR_NOMEM;
     uint8_t *p = b->data + EF_WIRE_HEADER;
     float *copy = NULL;
@@ -126,7 +147,7 @@ static ef_status on_task(ef_client *c, const ef_msg *m, int worker, ef_outbox *o
         ef_buf_unref(b);
         return EF_ERR_NOMEM;
     }
-    /* floats at payload + 32 = buffer + 72: aligned, written in place */
+    /* floats at payload + 32 = buffer + 80: aligned, written in place */
     float *delta = (float *)(void *)(p + EF_UPDATE_FIXED);
     ef_fit_result r = {0};
     st = c->tr.fit(c->tr.user, worker, c->cfg.id, global, n, &t, delta, &r);
@@ -146,7 +167,7 @@ static ef_status on_task(ef_client *c, const ef_msg *m, int worker, ef_outbox *o
     ef__wr32(p + 16, 0);
     ef__wr32(p + 20, 0);
     ef__wr64(p + 24, n);
-    ef_wire_seal(b->data, EF_MSG_UPDATE, c->cfg.job, m->round, c->cfg.id, ++c->seq, plen);
+    ef__msg_seal(b, EF_MSG_UPDATE, c->cfg.job, m->round, c->cfg.id, ++c->seq, m->task, plen, c->sk);
     if ((st = ef_outbox_push(out, EF_SERVER_ID, EF_MSG_UPDATE, b)) != EF_OK) {
         ef_buf_unref(b);
         return st;
@@ -173,7 +194,7 @@ static ef_status sa_train_and_send(ef_client *c, uint32_t round, const uint8_t *
     size_t n = c->cfg.n_params;
     ef_status st;
     float *delta = ef_malloc((n ? n : 1) * sizeof *delta);
-    ef_buf *b = ef_buf_new(EF_WIRE_HEADER + EF_SA_MASKED_FIXED + n * 4);
+    ef_buf *b = ef__msg_new(EF_SA_MASKED_FIXED + n * 4, c->sk != NULL);
     float *copy = NULL;
     const float *global = delta && b ? model_floats(c, &copy) : NULL;
     if (!global) {
@@ -187,7 +208,7 @@ static ef_status sa_train_and_send(ef_client *c, uint32_t round, const uint8_t *
     if (st == EF_OK && r.n_examples == 0)
         st = ef__fail(EF_ERR_STATE, "client %u: trained on no examples", c->cfg.id);
     uint8_t *p = b->data + EF_WIRE_HEADER;
-    /* the words sit at buffer + 72: 4-byte aligned */
+    /* the words sit at buffer + 80: 4-byte aligned */
     uint32_t *words = (uint32_t *)(void *)(p + EF_SA_MASKED_FIXED);
     /* differential privacy: clipped to L2 norm C, and every client weighs the same */
     if (st == EF_OK && c->sa_set.dp_clip > 0 && isnan(ef__dp_clip_l2(delta, n, c->sa_set.dp_clip)))
@@ -229,8 +250,8 @@ static ef_status sa_train_and_send(ef_client *c, uint32_t round, const uint8_t *
     ef__wr32(p + 16, 0);
     ef__wr32(p + 20, 0);
     ef__wr64(p + 24, n);
-    ef_wire_seal(b->data, EF_MSG_SA_MASKED, c->cfg.job, round, c->cfg.id, ++c->seq,
-                 EF_SA_MASKED_FIXED + n * 4);
+    ef__msg_seal(b, EF_MSG_SA_MASKED, c->cfg.job, round, c->cfg.id, ++c->seq, c->sa_task_id,
+                 EF_SA_MASKED_FIXED + n * 4, c->sk);
     if ((st = ef_outbox_push(out, EF_SERVER_ID, EF_MSG_SA_MASKED, b)) != EF_OK) {
         ef_buf_unref(b);
         return st;
@@ -251,6 +272,7 @@ static ef_status on_sa_setup(ef_client *c, const ef_msg *m, ef_outbox *out) {
     c->sa_task = t;
     c->sa_set = set;
     c->sa_round = m->round;
+    c->sa_task_id = m->task;
     ef_sa_params p = {.n = set.n, .k = set.k, .t = set.t, .bits = (int)set.bits,
                       .d = c->cfg.n_params, .round = (c->cfg.job << 32) ^ m->round,
                       .no_mask = (set.flags & EF_SA_FLAG_NO_MASK) != 0};
@@ -258,23 +280,24 @@ static ef_status on_sa_setup(ef_client *c, const ef_msg *m, ef_outbox *out) {
     st = ef_sa_client_new(&c->sa, &p, set.index, task_key(c, "edgefl-secagg-keys", key));
     sodium_memzero(key, sizeof key);
     if (st == EF_OK) st = ef_sa_client_advertise(c->sa, adv);
-    if (st == EF_OK) st = send_small(c, EF_MSG_SA_ADVERTISE, m->round, adv, sizeof adv, out);
+    if (st == EF_OK) st = send_small(c, EF_MSG_SA_ADVERTISE, m->round, m->task, adv, sizeof adv, out);
     if (st != EF_OK) ef_client_forget(c);
     return st;
 }
 
 /* KEYS, FORWARD and UNMASK of the open SecAgg+ task. */
 static ef_status on_sa_stage(ef_client *c, const ef_msg *m, int worker, ef_outbox *out) {
-    if (!c->sa || m->round != c->sa_round)
+    if (!c->sa || m->round != c->sa_round || m->task != c->sa_task_id)
         return ef__fail(EF_ERR_STATE, "client %u: %s for round %u without a secure aggregation "
-                                      "task", c->cfg.id, ef_msg_type_name(m->type), m->round);
+                                      "task (task %llu)", c->cfg.id, ef_msg_type_name(m->type),
+                        m->round, (unsigned long long)m->task);
     uint8_t *pl = NULL;
     size_t plen = 0;
     ef_status st;
     switch (m->type) {
     case EF_MSG_SA_KEYS:
         st = ef_sa_client_share(c->sa, m->payload, m->payload_len, &pl, &plen);
-        if (st == EF_OK) st = send_small(c, EF_MSG_SA_SHARES, m->round, pl, plen, out);
+        if (st == EF_OK) st = send_small(c, EF_MSG_SA_SHARES, m->round, m->task, pl, plen, out);
         break;
     case EF_MSG_SA_FORWARD:
         if (!c->model)
@@ -282,7 +305,7 @@ static ef_status on_sa_stage(ef_client *c, const ef_msg *m, int worker, ef_outbo
         return sa_train_and_send(c, m->round, m->payload, m->payload_len, worker, out);
     default: /* EF_MSG_SA_UNMASK */
         st = ef_sa_client_unmask(c->sa, m->payload, m->payload_len, &pl, &plen);
-        if (st == EF_OK) st = send_small(c, EF_MSG_SA_REVEAL, m->round, pl, plen, out);
+        if (st == EF_OK) st = send_small(c, EF_MSG_SA_REVEAL, m->round, m->task, pl, plen, out);
         break;
     }
     ef_free(pl);
@@ -308,7 +331,7 @@ static ef_status on_eval(ef_client *c, const ef_msg *m, int worker, ef_outbox *o
     ef__wr32(p + 4, r.n_examples);
     ef__wrf64(p + 8, r.loss_sum);
     ef__wr32(p + 16, r.correct);
-    if ((st = send_small(c, EF_MSG_EVAL_RESULT, m->round, p, 24, out)) != EF_OK) return st;
+    if ((st = send_small(c, EF_MSG_EVAL_RESULT, m->round, m->task, p, 24, out)) != EF_OK) return st;
     ef_buf_unref(c->model);
     c->model = NULL;
     return EF_OK;
@@ -328,6 +351,18 @@ ef_status ef_client_handle(ef_client *c, ef_buf *buf, int worker, ef_outbox *out
     if (st) return st;
     if (m.job != c->cfg.job || m.sender != EF_SERVER_ID)
         return ef__fail(EF_ERR_STATE, "client %u: message not from this job's server", c->cfg.id);
+    if (c->check_server) {
+        if ((st = ef_wire_verify(buf->data, &m, c->server_pk)) != EF_OK) return st;
+        /* a MODEL may come again (the retained broadcast after a reconnect):
+         * it is checked against the task's hash before use */
+        if (m.type != EF_MSG_MODEL) {
+            if (m.seq <= c->server_seq)
+                return ef__fail(EF_ERR_AUTH, "client %u: %s replayed (server counter %llu, last "
+                                             "seen %llu)", c->cfg.id, ef_msg_type_name(m.type),
+                                (unsigned long long)m.seq, (unsigned long long)c->server_seq);
+            c->server_seq = m.seq;
+        }
+    }
     switch (m.type) {
     case EF_MSG_MODEL: {
         ef_model_msg mm;

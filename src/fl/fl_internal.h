@@ -20,4 +20,12 @@ void ef__wr64(uint8_t *p, uint64_t v);
 void ef__wrf32(uint8_t *p, float f);
 void ef__wrf64(uint8_t *p, double d);
 
+/* A message buffer for a payload of payload_len bytes, with room for a
+ * signature when `sign` is set. NULL on OOM. */
+ef_buf *ef__msg_new(size_t payload_len, int sign);
+/* Seals the payload already at b->data + EF_WIRE_HEADER and, when sk is not
+ * NULL, signs it (b must come from ef__msg_new with sign set). */
+void ef__msg_seal(ef_buf *b, ef_msg_type type, uint64_t job, uint32_t round, uint32_t sender,
+                  uint64_t seq, uint64_t task, size_t payload_len, const uint8_t *sk);
+
 #endif /* EDGEFL_FL_INTERNAL_H */

@@ -15,87 +15,9 @@
 #include "edgefl/rng.h"
 #include "edgefl/server.h"
 #include "fl_internal.h"
+#include "server_internal.h"
 #include "privacy/dp_internal.h"
 #include "privacy/secagg_internal.h"
-
-typedef enum cstate { C_OFFLINE = 0, C_IDLE, C_TRAINING, C_EVALUATING } cstate;
-
-typedef struct client_rec {
-    uint32_t id;
-    uint32_t n_train, n_eval;
-    uint8_t state;
-    uint32_t task_round;    /* round (sync) of the current task */
-    uint32_t task_version;  /* model version of the current task */
-    double task_deadline;   /* async: when the task times out */
-    uint32_t sa_index;      /* secure aggregation: participant index in its round */
-} client_rec;
-
-typedef enum phase { P_WAIT = 0, P_TRAIN, P_EVAL, P_DONE, P_SA } phase;
-
-/* A secure-aggregation round in progress. */
-typedef struct sa_round {
-    ef_sa_server *srv;  /* the SecAgg+ server machine (masks off in EF_SECAGG_PLAIN) */
-    ef_sa_params p;
-    ef__quant q;
-    int stage;          /* 1 keys, 2 shares, 3 masked updates, 4 unmasking */
-    uint32_t *part;     /* (n) client index of participant i */
-    uint8_t *heard;     /* (n) answered the current stage */
-    uint8_t *gone;      /* (n) left or restarted: will not answer again */
-    double *ratio;      /* (n) weight of participant i's update */
-    uint32_t waiting;   /* participants still in that have not answered this stage */
-    uint32_t *words;    /* (d) aligned copy of a masked update */
-    uint32_t dp_kind;   /* distributed DP: 1 Skellam, 2 discrete Gaussian; 0 none */
-    double dp_param;    /* ... each client's mu or sigma in quantized units */
-    uint32_t dp_min;    /* ... sized for this many survivors: fewer are not released */
-} sa_round;
-
-struct ef_server {
-    ef_server_config cfg;
-    ef_strategy *strat;
-    float prox_mu;
-    size_t n_params;
-    float *model;
-    uint32_t version;
-    uint8_t hash[EF_HASH_BYTES];
-    ef_buf *model_buf;      /* MODEL message of the current version, or NULL */
-    client_rec *clients;
-    size_t n_clients, cap_clients;
-    uint32_t *slots;        /* open-addressing map id -> index + 1 */
-    size_t n_slots;
-    uint32_t *pick;         /* selection scratch (cap_clients) */
-    ef_rng rng;
-    uint64_t seq;
-    phase ph;
-    uint32_t round;         /* current round (1-based) */
-    ef_round_record rec;
-    double deadline;
-    double loss_sum, loss_w;
-    uint64_t ev_n, ev_correct;
-    double ev_loss;
-    uint32_t ev_pending;
-    uint32_t training;      /* async: clients with a task */
-    uint32_t spent;         /* sync: tasks answered by a refused update this round */
-    double st_sum;
-    uint64_t refused;
-    ef_round_record *records;
-    size_t n_records, cap_records;
-    ef_round_fn on_round;
-    void *user;
-    sa_round sa;
-    /* differential privacy */
-    ef_accountant *acct;    /* privacy spent; NULL without DP */
-    double *dp_sum;         /* central DP without secure aggregation: sum of clipped updates */
-    uint32_t dp_count;      /* ... and how many */
-    double dp_q;            /* sampling rate of the current round */
-    ef__drbg dp_rng;        /* the server's noise */
-    ef__dp_adaptive adapt;  /* adaptive clipping; adapt.clip is the current C */
-    double dp_stddev;       /* noise on the sum: z C, or z_delta C when adaptive */
-    double dp_zdelta;       /* the update's noise multiplier */
-    uint32_t dp_below;      /* updates within C this round */
-    double *norms;          /* the round's update norms (for the record's median) */
-    size_t n_norms, cap_norms;
-    char stop_reason[200];
-};
 
 ef_server_config ef_server_defaults(void) {
     ef_server_config c = {0};
@@ -128,7 +50,7 @@ static uint32_t slot_hash(uint32_t id) {
     return (uint32_t)(x >> 32);
 }
 
-static client_rec *find_client(ef_server *s, uint32_t id) {
+client_rec *ef__server_find_client(ef_server *s, uint32_t id) {
     if (!s->n_slots) return NULL;
     for (size_t i = slot_hash(id) & (s->n_slots - 1);; i = (i + 1) & (s->n_slots - 1)) {
         uint32_t v = s->slots[i];
@@ -151,7 +73,7 @@ static ef_status rehash(ef_server *s, size_t n_slots) {
     return EF_OK;
 }
 
-static ef_status add_client(ef_server *s, uint32_t id, client_rec **out) {
+ef_status ef__server_add_client(ef_server *s, uint32_t id, client_rec **out) {
     if (s->n_clients == s->cap_clients) {
         size_t nc = s->cap_clients ? s->cap_clients * 2 : 64;
         client_rec *nv = ef_realloc(s->clients, nc * sizeof *nv);
@@ -160,6 +82,9 @@ static ef_status add_client(ef_server *s, uint32_t id, client_rec **out) {
         uint32_t *np = ef_realloc(s->pick, nc * sizeof *np);
         if (!np) return EF_ERR_NOMEM;
         s->pick = np;
+        uint64_t *no = ef_realloc(s->order, nc * sizeof *no);
+        if (!no) return EF_ERR_NOMEM;
+        s->order = no;
         s->cap_clients = nc;
     }
     if ((s->n_clients + 1) * 2 > s->n_slots) {
@@ -177,13 +102,24 @@ static ef_status add_client(ef_server *s, uint32_t id, client_rec **out) {
     return EF_OK;
 }
 
-/* Picks up to k idle clients (with training or evaluation data) at random. */
+static int cmp_u64(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Picks up to k idle clients (with training or evaluation data) at random.
+ * The candidates are taken in client-id order, so the choice depends on the
+ * seed and on who is idle, not on the order in which clients checked in (a
+ * deployment's arrival order is not reproducible; the simulator's is). */
 static size_t select_idle(ef_server *s, size_t k, int for_eval) {
     size_t n = 0;
     for (size_t i = 0; i < s->n_clients; i++) {
         const client_rec *c = &s->clients[i];
-        if (c->state == C_IDLE && (for_eval ? c->n_eval : c->n_train) > 0) s->pick[n++] = (uint32_t)i;
+        if (c->state == C_IDLE && (for_eval ? c->n_eval : c->n_train) > 0)
+            s->order[n++] = (uint64_t)c->id << 32 | i;
     }
+    qsort(s->order, n, sizeof *s->order, cmp_u64);
+    for (size_t i = 0; i < n; i++) s->pick[i] = (uint32_t)s->order[i];
     if (k > n) k = n;
     for (size_t i = 0; i < k; i++) { /* partial Fisher-Yates */
         size_t j = i + (size_t)ef_rng_below(&s->rng, n - i);
@@ -199,7 +135,7 @@ static size_t select_idle(ef_server *s, size_t k, int for_eval) {
 static ef_status model_message(ef_server *s) {
     if (s->model_buf) return EF_OK;
     size_t plen = EF_MODEL_FIXED + s->n_params * 4;
-    ef_buf *b = ef_buf_new(EF_WIRE_HEADER + plen);
+    ef_buf *b = ef__msg_new(plen, s->sk != NULL);
     if (!b) return EF_ERR_NOMEM;
     uint8_t *p = b->data + EF_WIRE_HEADER;
     ef__wr32(p, s->version);
@@ -207,7 +143,7 @@ static ef_status model_message(ef_server *s) {
     ef__wr64(p + 8, s->n_params);
     for (size_t i = 0; i < s->n_params; i++) ef__wrf32(p + EF_MODEL_FIXED + 4 * i, s->model[i]);
     ef_hash(s->hash, p + EF_MODEL_FIXED, s->n_params * 4);
-    ef_wire_seal(b->data, EF_MSG_MODEL, s->cfg.job, s->version, EF_SERVER_ID, ++s->seq, plen);
+    ef__msg_seal(b, EF_MSG_MODEL, s->cfg.job, s->version, EF_SERVER_ID, ++s->seq, 0, plen, s->sk);
     s->model_buf = b;
     return EF_OK;
 }
@@ -247,11 +183,15 @@ static void write_task(ef_server *s, const client_rec *c, uint8_t *p) {
     ef__wr64(p + 56, task_seed(s, c->id));
 }
 
-/* Seals the payload at b->data + EF_WIRE_HEADER and queues it for client `to`. */
-static ef_status send_buf(ef_server *s, uint32_t to, ef_msg_type type, ef_buf *b, size_t plen,
+/* Seals (and signs) the payload at b->data + EF_WIRE_HEADER and queues it
+ * for client c. A TASK, SA_SETUP or EVAL message opens a task whose id is
+ * its own seq; the other messages carry the id of c's current task. */
+static ef_status send_buf(ef_server *s, client_rec *c, ef_msg_type type, ef_buf *b, size_t plen,
                           ef_outbox *out) {
-    ef_wire_seal(b->data, type, s->cfg.job, s->round, EF_SERVER_ID, ++s->seq, plen);
-    ef_status st = ef_outbox_push(out, to, type, b);
+    uint64_t seq = ++s->seq;
+    if (type == EF_MSG_TASK || type == EF_MSG_SA_SETUP || type == EF_MSG_EVAL) c->task_id = seq;
+    ef__msg_seal(b, type, s->cfg.job, s->round, EF_SERVER_ID, seq, c->task_id, plen, s->sk);
+    ef_status st = ef_outbox_push(out, c->id, type, b);
     if (st != EF_OK) {
         ef_buf_unref(b);
         return st;
@@ -263,10 +203,10 @@ static ef_status send_buf(ef_server *s, uint32_t to, ef_msg_type type, ef_buf *b
 static ef_status send_task(ef_server *s, double now, client_rec *c, ef_outbox *out) {
     ef_status st = send_model_to(s, c, out);
     if (st) return st;
-    ef_buf *b = ef_buf_new(EF_WIRE_HEADER + EF_TASK_PAYLOAD);
+    ef_buf *b = ef__msg_new(EF_TASK_PAYLOAD, s->sk != NULL);
     if (!b) return EF_ERR_NOMEM;
     write_task(s, c, b->data + EF_WIRE_HEADER);
-    if ((st = send_buf(s, c->id, EF_MSG_TASK, b, EF_TASK_PAYLOAD, out)) != EF_OK) return st;
+    if ((st = send_buf(s, c, EF_MSG_TASK, b, EF_TASK_PAYLOAD, out)) != EF_OK) return st;
     s->rec.selected++;
     c->state = C_TRAINING;
     c->task_round = s->round;
@@ -278,19 +218,13 @@ static ef_status send_task(ef_server *s, double now, client_rec *c, ef_outbox *o
 static ef_status send_eval(ef_server *s, client_rec *c, ef_outbox *out) {
     ef_status st = send_model_to(s, c, out);
     if (st) return st;
-    ef_buf *b = ef_buf_new(EF_WIRE_HEADER + 8 + EF_HASH_BYTES);
+    ef_buf *b = ef__msg_new(8 + EF_HASH_BYTES, s->sk != NULL);
     if (!b) return EF_ERR_NOMEM;
     uint8_t *p = b->data + EF_WIRE_HEADER;
     ef__wr32(p, s->version);
     ef__wr32(p + 4, 0);
     memcpy(p + 8, s->hash, EF_HASH_BYTES);
-    ef_wire_seal(b->data, EF_MSG_EVAL, s->cfg.job, s->round, EF_SERVER_ID, ++s->seq,
-                 8 + EF_HASH_BYTES);
-    if ((st = ef_outbox_push(out, c->id, EF_MSG_EVAL, b)) != EF_OK) {
-        ef_buf_unref(b);
-        return st;
-    }
-    s->rec.bytes_down += b->len;
+    if ((st = send_buf(s, c, EF_MSG_EVAL, b, 8 + EF_HASH_BYTES, out)) != EF_OK) return st;
     c->state = C_EVALUATING;
     c->task_version = s->version;
     return EF_OK;
@@ -344,6 +278,7 @@ static ef_status close_record(ef_server *s, double now) {
     ef_status st = push_record(s);
     if (st) return st;
     s->round++;
+    s->rng_at_close = s->rng;
     if (s->round > s->cfg.rounds) s->ph = P_DONE;
     return EF_OK;
 }
@@ -538,7 +473,7 @@ static void sa_wait(ef_server *s, double now, int stage) {
 static ef_status send_sa_setup(ef_server *s, client_rec *c, uint32_t index, ef_outbox *out) {
     ef_status st = send_model_to(s, c, out);
     if (st) return st;
-    ef_buf *b = ef_buf_new(EF_WIRE_HEADER + EF_SA_SETUP_PAYLOAD);
+    ef_buf *b = ef__msg_new(EF_SA_SETUP_PAYLOAD, s->sk != NULL);
     if (!b) return EF_ERR_NOMEM;
     uint8_t *p = b->data + EF_WIRE_HEADER;
     write_task(s, c, p);
@@ -557,7 +492,7 @@ static ef_status send_sa_setup(ef_server *s, client_rec *c, uint32_t index, ef_o
     ef__wrf64(q + 40, s->cfg.secagg_weight_cap);
     ef__wrf64(q + 48, s->cfg.dp ? s->cfg.dp_clip : 0.0);
     ef__wrf64(q + 56, a->dp_param);
-    if ((st = send_buf(s, c->id, EF_MSG_SA_SETUP, b, EF_SA_SETUP_PAYLOAD, out)) != EF_OK) return st;
+    if ((st = send_buf(s, c, EF_MSG_SA_SETUP, b, EF_SA_SETUP_PAYLOAD, out)) != EF_OK) return st;
     s->rec.selected++;
     c->state = C_TRAINING;
     c->task_round = s->round;
@@ -627,10 +562,10 @@ static ef_status sa_start(ef_server *s, double now, size_t k, ef_outbox *out) {
 /* Queues the SecAgg+ payload `pl` for participant i's client. */
 static ef_status sa_send(ef_server *s, uint32_t i, ef_msg_type type, const uint8_t *pl,
                          size_t plen, ef_outbox *out) {
-    ef_buf *b = ef_buf_new(EF_WIRE_HEADER + plen);
+    ef_buf *b = ef__msg_new(plen, s->sk != NULL);
     if (!b) return EF_ERR_NOMEM;
     memcpy(b->data + EF_WIRE_HEADER, pl, plen);
-    return send_buf(s, s->clients[s->sa.part[i]].id, type, b, plen, out);
+    return send_buf(s, &s->clients[s->sa.part[i]], type, b, plen, out);
 }
 
 /* The sum is known: dequantize, divide by the included weights, aggregate. */
@@ -746,13 +681,13 @@ static ef_status on_sa_message(ef_server *s, double now, const ef_msg *m, size_t
                                client_rec *c, ef_outbox *out) {
     sa_round *a = &s->sa;
     if (s->ph != P_SA || m->round != s->round || c->state != C_TRAINING ||
-        c->task_round != s->round || c->sa_index >= a->p.n ||
+        c->task_round != s->round || m->task != c->task_id || c->sa_index >= a->p.n ||
         a->part[c->sa_index] != (uint32_t)(c - s->clients))
         return refuse(s, ef__fail(EF_ERR_STATE, "%s from client %u for round %u: it has no "
                                                 "secure aggregation task open",
                                   ef_msg_type_name(m->type), c->id, m->round));
     uint32_t i = c->sa_index;
-    static const int stage_of[16] = {[EF_MSG_SA_ADVERTISE] = 1, [EF_MSG_SA_SHARES] = 2,
+    static const int stage_of[EF_MSG_LAST + 1] = {[EF_MSG_SA_ADVERTISE] = 1, [EF_MSG_SA_SHARES] = 2,
                                      [EF_MSG_SA_MASKED] = 3, [EF_MSG_SA_REVEAL] = 4};
     if (stage_of[m->type] != a->stage || a->heard[i] || !sa_in(s, i))
         return refuse(s, ef__fail(EF_ERR_STATE, "%s from client %u in secure aggregation stage %d",
@@ -868,7 +803,7 @@ static ef_status on_update(ef_server *s, double now, const ef_msg *m, size_t len
         return ef__fail(EF_ERR_STATE, "update from client %u for closed round %u", c->id,
                         m->round);
     }
-    if (c->state != C_TRAINING || u.version != c->task_version ||
+    if (c->state != C_TRAINING || u.version != c->task_version || m->task != c->task_id ||
         (!s->cfg.async && (m->round != s->round || c->task_round != s->round || s->ph != P_TRAIN)))
         return refuse(s, ef__fail(EF_ERR_STATE, "update from client %u for round %u, version %u: "
                                                 "no such task open (stale or duplicate)",
@@ -960,6 +895,74 @@ static ef_status on_update(ef_server *s, double now, const ef_msg *m, size_t len
     return EF_OK;
 }
 
+/* A scale-out worker's partial aggregate: every entry must answer an open
+ * task of this round, or the whole partial is refused (its clients' updates
+ * are then late or stale anyway: the worker only batches updates whose task
+ * it saw the server send). */
+static ef_status on_partial(ef_server *s, double now, const ef_msg *m, size_t len,
+                            client_rec *w, ef_outbox *out) {
+    ef_partial pa;
+    ef_status st = ef_decode_partial(m, &pa);
+    if (st) return refuse(s, st);
+    if (s->cfg.async || s->cfg.secagg || s->cfg.dp ||
+        ef_strategy_keeps_updates(ef_strategy_get_config(s->strat)->kind))
+        return refuse(s, ef__fail(EF_ERR_UNSUPPORTED, "partial from worker %u: partial aggregates "
+                                                      "need synchronous rounds, a mean-based "
+                                                      "strategy, no secure aggregation and no DP",
+                                  w->id));
+    if (s->ph != P_TRAIN || m->round != s->round || pa.version != s->version) {
+        s->refused++;
+        s->rec.rejected += m->round == s->round;
+        return ef__fail(EF_ERR_STATE, "partial from worker %u for round %u, version %u: not the "
+                                      "open round (%u)", w->id, m->round, pa.version, s->round);
+    }
+    if (pa.n != s->n_params)
+        return refuse(s, ef__fail(EF_ERR_FORMAT, "partial from worker %u has %llu values, the "
+                                                 "model has %zu", w->id,
+                                  (unsigned long long)pa.n, s->n_params));
+    double weight = 0;
+    for (uint32_t i = 0; i < pa.count; i++) {
+        ef_partial_entry e;
+        ef_partial_get(&pa, i, &e);
+        client_rec *c = ef__server_find_client(s, e.client);
+        if (!c || c->aggregator || c->state != C_TRAINING || c->task_round != s->round ||
+            c->task_id != e.task || c->task_version != s->version)
+            return refuse(s, ef__fail(EF_ERR_STATE, "partial from worker %u: client %u has no "
+                                                    "open task %llu", w->id, e.client,
+                                      (unsigned long long)e.task));
+        if (s->cfg.authenticate && e.seq <= c->last_seq)
+            return refuse(s, ef__fail(EF_ERR_AUTH, "partial from worker %u: client %u's update "
+                                                   "replayed (counter %llu)", w->id, e.client,
+                                      (unsigned long long)e.seq));
+        weight += e.n_examples;
+    }
+    const float *mean = (const float *)(const void *)pa.raw;
+    float *tmp = NULL;
+    if (((uintptr_t)pa.raw & 3) != 0 || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__) {
+        if (!(tmp = ef_malloc((s->n_params ? s->n_params : 1) * sizeof(float)))) return EF_ERR_NOMEM;
+        ef_wire_floats(tmp, pa.raw, s->n_params);
+        mean = tmp;
+    }
+    st = ef_strategy_add(s->strat, mean, weight);
+    ef_free(tmp);
+    if (st == EF_ERR_NOMEM) return st;
+    if (st != EF_OK) return refuse(s, st); /* the tasks stay open: the deadline settles them */
+    for (uint32_t i = 0; i < pa.count; i++) {
+        ef_partial_entry e;
+        ef_partial_get(&pa, i, &e);
+        client_rec *c = ef__server_find_client(s, e.client);
+        c->state = C_IDLE;
+        if (e.seq > c->last_seq) c->last_seq = e.seq;
+    }
+    s->rec.completed += pa.count;
+    s->rec.bytes_up += len;
+    s->loss_sum += pa.loss_sum;
+    s->loss_w += weight;
+    if (s->rec.completed >= s->cfg.clients_per_round || round_settled(s))
+        return finish_round(s, now, out);
+    return EF_OK;
+}
+
 static ef_status on_eval_result(ef_server *s, double now, const ef_msg *m, size_t len,
                                 client_rec *c, ef_outbox *out) {
     ef_eval_result r;
@@ -970,7 +973,8 @@ static ef_status on_eval_result(ef_server *s, double now, const ef_msg *m, size_
         return ef__fail(EF_ERR_STATE, "evaluation result from client %u for closed round %u",
                         c->id, m->round);
     }
-    if (s->ph != P_EVAL || c->state != C_EVALUATING || r.version != s->version)
+    if (s->ph != P_EVAL || c->state != C_EVALUATING || r.version != s->version ||
+        m->task != c->task_id)
         return refuse(s, ef__fail(EF_ERR_STATE, "evaluation result from client %u not expected",
                                   c->id));
     c->state = C_IDLE;
@@ -1014,13 +1018,31 @@ ef_status ef_server_handle(ef_server *s, double now, const uint8_t *buf, size_t 
     if (m.job != s->cfg.job)
         return refuse(s, ef__fail(EF_ERR_STATE, "message for job %llu, this server runs job %llu",
                                   (unsigned long long)m.job, (unsigned long long)s->cfg.job));
-    client_rec *c = find_client(s, m.sender);
+    client_rec *c = ef__server_find_client(s, m.sender);
+    if (s->cfg.authenticate) {
+        if (!c || !c->has_pk)
+            return refuse(s, ef__fail(EF_ERR_AUTH, "%s from client %u: not on the allow-list",
+                                      ef_msg_type_name(m.type), m.sender));
+        if ((st = ef_wire_verify(buf, &m, c->pk)) != EF_OK) return refuse(s, st);
+        if (m.seq <= c->last_seq)
+            return refuse(s, ef__fail(EF_ERR_AUTH, "%s from client %u: replayed (message "
+                                                   "counter %llu, last seen %llu)",
+                                      ef_msg_type_name(m.type), m.sender,
+                                      (unsigned long long)m.seq, (unsigned long long)c->last_seq));
+        c->last_seq = m.seq;
+    }
+    if (c && c->aggregator) {
+        if (m.type == EF_MSG_PARTIAL) return on_partial(s, now, &m, len, c, out);
+        return refuse(s, ef__fail(EF_ERR_STATE, "%s from aggregator worker %u: workers send "
+                                                "partial aggregates only",
+                                  ef_msg_type_name(m.type), c->id));
+    }
     if (m.type == EF_MSG_CHECKIN) {
         ef_checkin ci;
         if ((st = ef_decode_checkin(&m, &ci)) != EF_OK) return refuse(s, st);
         if (m.sender >= EF_BROADCAST_ID)
             return refuse(s, ef__fail(EF_ERR_FORMAT, "checkin with reserved id %u", m.sender));
-        if (!c && (st = add_client(s, m.sender, &c)) != EF_OK) return st;
+        if (!c && (st = ef__server_add_client(s, m.sender, &c)) != EF_OK) return st;
         c->n_train = ci.n_train;
         c->n_eval = ci.n_eval;
         if (c->state == C_TRAINING || c->state == C_EVALUATING) {
@@ -1192,7 +1214,18 @@ ef_status ef_server_new(ef_server **out, const ef_server_config *cfg,
     s->on_round = on_round;
     s->user = user;
     s->round = 1;
+    s->seq = cfg->first_seq;
+    s->cfg.sign_key = NULL; /* copied into secure memory below */
+    if (cfg->sign_key) {
+        if (!(s->sk = sodium_malloc(EF_SK_BYTES))) {
+            ef_free(s);
+            return EF_ERR_NOMEM;
+        }
+        memcpy(s->sk, cfg->sign_key, EF_SK_BYTES);
+        sodium_mprotect_readonly(s->sk);
+    }
     ef_rng_seed(&s->rng, cfg->seed ^ 0x5E1EC7ull);
+    s->rng_at_close = s->rng;
     size_t max_updates = (size_t)ceil(cfg->clients_per_round * cfg->overselect);
     if (cfg->async && cfg->buffer_k > max_updates) max_updates = cfg->buffer_k;
     if ((st = ef_strategy_new(&s->strat, strategy, s->n_params, max_updates)) != EF_OK) goto fail;
@@ -1250,6 +1283,8 @@ void ef_server_free(ef_server *s) {
     ef_free(s->clients);
     ef_free(s->slots);
     ef_free(s->pick);
+    ef_free(s->order);
+    if (s->sk) sodium_free(s->sk);
     ef_free(s->records);
     ef_free(s);
 }
@@ -1279,4 +1314,44 @@ double ef_server_epsilon(const ef_server *s) {
     double eps = NAN;
     if (ef_accountant_epsilon(s->acct, s->cfg.dp_delta, &eps, NULL) != EF_OK) return NAN;
     return eps;
+}
+
+static ef_status allow(ef_server *s, uint32_t id, const uint8_t *pk, int aggregator) {
+    if (id >= EF_BROADCAST_ID)
+        return ef__fail(EF_ERR_INVALID, "allow-list: reserved client id %u", id);
+    client_rec *c = ef__server_find_client(s, id);
+    if (c && c->aggregator != aggregator)
+        return ef__fail(EF_ERR_INVALID, "allow-list: id %u is already a %s", id,
+                        c->aggregator ? "worker" : "client");
+    if (aggregator && c && c->state != C_OFFLINE)
+        return ef__fail(EF_ERR_INVALID, "allow-list: id %u is a client that checked in", id);
+    if (!pk) {
+        if (!c) {
+            ef_status st = ef__server_add_client(s, id, &c);
+            if (st) return st;
+        }
+        c->aggregator = (uint8_t)aggregator;
+        return EF_OK;
+    }
+    if (c && c->has_pk && sodium_memcmp(c->pk, pk, EF_PK_BYTES) != 0)
+        return ef__fail(EF_ERR_INVALID, "allow-list: client %u already has another key", id);
+    if (!c) {
+        ef_status st = ef__server_add_client(s, id, &c);
+        if (st) return st;
+    }
+    memcpy(c->pk, pk, EF_PK_BYTES);
+    c->has_pk = 1;
+    c->aggregator = (uint8_t)aggregator;
+    return EF_OK;
+}
+
+ef_status ef_server_allow(ef_server *s, uint32_t id, const uint8_t pk[EF_PK_BYTES]) {
+    if (!pk) return ef__fail(EF_ERR_INVALID, "allow-list: client %u without a key", id);
+    return allow(s, id, pk, 0);
+}
+
+ef_status ef_server_add_aggregator(ef_server *s, uint32_t id, const uint8_t *pk) {
+    if (s->cfg.authenticate && !pk)
+        return ef__fail(EF_ERR_INVALID, "aggregator %u: an authenticating server needs its key", id);
+    return allow(s, id, pk, 1);
 }

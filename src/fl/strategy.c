@@ -661,3 +661,17 @@ ef_status ef_strategy_apply(ef_strategy *s, float *global) {
     ef_strategy_begin(s);
     return EF_OK;
 }
+
+size_t ef_strategy_state_count(const ef_strategy *s) { return (s->m != NULL) + (s->v != NULL); }
+
+float *ef_strategy_state(ef_strategy *s, size_t i, const char **name) {
+    if (i == 0 && s->m) {
+        if (name) *name = "m";
+        return s->m;
+    }
+    if (i == (s->m != NULL) && s->v) {
+        if (name) *name = "v";
+        return s->v;
+    }
+    return NULL;
+}

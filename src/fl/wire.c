@@ -32,6 +32,7 @@ const char *ef_msg_type_name(ef_msg_type t) {
     case EF_MSG_SA_MASKED: return "sa_masked";
     case EF_MSG_SA_UNMASK: return "sa_unmask";
     case EF_MSG_SA_REVEAL: return "sa_reveal";
+    case EF_MSG_PARTIAL: return "partial";
     }
     return "unknown";
 }
@@ -89,7 +90,7 @@ void ef_wire_floats(float *out, const uint8_t *raw, size_t n) {
 
 static uint32_t envelope_crc(const uint8_t *buf, size_t payload_len) {
     uLong c = crc32(0L, Z_NULL, 0);
-    c = crc32(c, buf, 36);
+    c = crc32(c, buf, EF_WIRE_HEADER - 4);
     /* zlib takes uInt lengths: feed large payloads in pieces */
     const uint8_t *p = buf + EF_WIRE_HEADER;
     size_t left = payload_len;
@@ -102,8 +103,8 @@ static uint32_t envelope_crc(const uint8_t *buf, size_t payload_len) {
     return (uint32_t)c;
 }
 
-void ef_wire_seal(uint8_t *buf, ef_msg_type type, uint64_t job, uint32_t round, uint32_t sender,
-                  uint64_t seq, size_t payload_len) {
+void ef_wire_seal_task(uint8_t *buf, ef_msg_type type, uint64_t job, uint32_t round,
+                       uint32_t sender, uint64_t seq, uint64_t task, size_t payload_len) {
     memcpy(buf, MAGIC, 4);
     buf[4] = EF_WIRE_VERSION;
     buf[5] = (uint8_t)type;
@@ -112,8 +113,52 @@ void ef_wire_seal(uint8_t *buf, ef_msg_type type, uint64_t job, uint32_t round, 
     ef__wr32(buf + 16, round);
     ef__wr32(buf + 20, sender);
     ef__wr64(buf + 24, seq);
-    ef__wr32(buf + 32, (uint32_t)payload_len);
-    ef__wr32(buf + 36, envelope_crc(buf, payload_len));
+    ef__wr64(buf + 32, task);
+    ef__wr32(buf + 40, (uint32_t)payload_len);
+    ef__wr32(buf + 44, envelope_crc(buf, payload_len));
+}
+
+void ef_wire_seal(uint8_t *buf, ef_msg_type type, uint64_t job, uint32_t round, uint32_t sender,
+                  uint64_t seq, size_t payload_len) {
+    ef_wire_seal_task(buf, type, job, round, sender, seq, 0, payload_len);
+}
+
+/* What a signature covers: BLAKE2b-256 of the header and payload, after a
+ * domain-separation prefix (so that no other edgefl signature can be
+ * replayed as a message signature). */
+static void signed_digest(uint8_t out[16 + EF_HASH_BYTES], const uint8_t *buf, size_t payload_len) {
+    static const char PREFIX[16] = "edgefl-msg-sig1";
+    memcpy(out, PREFIX, 16);
+    ef_hash(out + 16, buf, EF_WIRE_HEADER + payload_len);
+}
+
+void ef_wire_sign(uint8_t *buf, size_t payload_len, const uint8_t sk[EF_SK_BYTES]) {
+    ef__wr16(buf + 6, (uint16_t)(ef__rd16(buf + 6) | EF_WIRE_SIGNED));
+    ef__wr32(buf + 44, envelope_crc(buf, payload_len));
+    uint8_t d[16 + EF_HASH_BYTES];
+    signed_digest(d, buf, payload_len);
+    crypto_sign_detached(buf + EF_WIRE_HEADER + payload_len, NULL, d, sizeof d, sk);
+}
+
+ef_status ef_wire_verify(const uint8_t *buf, const ef_msg *m, const uint8_t pk[EF_PK_BYTES]) {
+    if (!m->sig)
+        return ef__fail(EF_ERR_AUTH, "%s from %u: unsigned", ef_msg_type_name(m->type), m->sender);
+    uint8_t d[16 + EF_HASH_BYTES];
+    signed_digest(d, buf, m->payload_len);
+    if (crypto_sign_verify_detached(m->sig, d, sizeof d, pk) != 0)
+        return ef__fail(EF_ERR_AUTH, "%s from %u: bad signature", ef_msg_type_name(m->type),
+                        m->sender);
+    return EF_OK;
+}
+
+ef_buf *ef__msg_new(size_t payload_len, int sign) {
+    return ef_buf_new(EF_WIRE_HEADER + payload_len + (sign ? EF_SIG_BYTES : 0));
+}
+
+void ef__msg_seal(ef_buf *b, ef_msg_type type, uint64_t job, uint32_t round, uint32_t sender,
+                  uint64_t seq, uint64_t task, size_t payload_len, const uint8_t *sk) {
+    ef_wire_seal_task(b->data, type, job, round, sender, seq, task, payload_len);
+    if (sk) ef_wire_sign(b->data, payload_len, sk);
 }
 
 ef_status ef_wire_decode(const uint8_t *buf, size_t len, size_t max_payload, ef_msg *out) {
@@ -127,18 +172,20 @@ ef_status ef_wire_decode(const uint8_t *buf, size_t len, size_t max_payload, ef_
         return ef__fail(EF_ERR_FORMAT, "message: wire version %u, this build speaks %d", buf[4],
                         EF_WIRE_VERSION);
     uint8_t type = buf[5];
-    if (type < EF_MSG_CHECKIN || type > EF_MSG_SA_REVEAL)
+    if (type < EF_MSG_CHECKIN || type > EF_MSG_LAST)
         return ef__fail(EF_ERR_FORMAT, "message: unknown type %u", type);
     uint16_t flags = ef__rd16(buf + 6);
-    if (flags != 0) return ef__fail(EF_ERR_FORMAT, "message: unknown flags 0x%04x", flags);
-    uint32_t plen = ef__rd32(buf + 32);
+    if (flags & ~EF_WIRE_SIGNED)
+        return ef__fail(EF_ERR_FORMAT, "message: unknown flags 0x%04x", flags);
+    size_t tail = (flags & EF_WIRE_SIGNED) ? EF_SIG_BYTES : 0;
+    uint32_t plen = ef__rd32(buf + 40);
     if (plen > max_payload)
         return ef__fail(EF_ERR_FORMAT, "message: %s payload of %u bytes exceeds the %zu-byte limit",
                         ef_msg_type_name((ef_msg_type)type), plen, max_payload);
-    if ((size_t)plen != len - EF_WIRE_HEADER)
-        return ef__fail(EF_ERR_FORMAT, "message: header says %u payload bytes, %zu present", plen,
-                        len - EF_WIRE_HEADER);
-    if (ef__rd32(buf + 36) != envelope_crc(buf, plen))
+    if (len - EF_WIRE_HEADER < tail || (size_t)plen != len - EF_WIRE_HEADER - tail)
+        return ef__fail(EF_ERR_FORMAT, "message: header says %u payload bytes%s, %zu present", plen,
+                        tail ? " and a signature" : "", len - EF_WIRE_HEADER);
+    if (ef__rd32(buf + 44) != envelope_crc(buf, plen))
         return ef__fail(EF_ERR_FORMAT, "message: CRC mismatch (corrupted in transit)");
     out->type = (ef_msg_type)type;
     out->flags = flags;
@@ -146,7 +193,9 @@ ef_status ef_wire_decode(const uint8_t *buf, size_t len, size_t max_payload, ef_
     out->round = ef__rd32(buf + 16);
     out->sender = ef__rd32(buf + 20);
     out->seq = ef__rd64(buf + 24);
+    out->task = ef__rd64(buf + 32);
     out->payload = buf + EF_WIRE_HEADER;
+    out->sig = tail ? buf + EF_WIRE_HEADER + plen : NULL;
     out->payload_len = plen;
     return EF_OK;
 }
@@ -271,6 +320,46 @@ ef_status ef_decode_sa_masked(const ef_msg *m, ef_sa_masked *out) {
                         out->n_examples == 0 ? "zero examples" : "non-finite training loss");
     out->raw = p + EF_SA_MASKED_FIXED;
     return EF_OK;
+}
+
+ef_status ef_decode_partial(const ef_msg *m, ef_partial *out) {
+    ef_status st;
+    if ((st = want_type(m, EF_MSG_PARTIAL))) return st;
+    if (m->payload_len < EF_PARTIAL_FIXED) return want_len(m, EF_PARTIAL_FIXED);
+    const uint8_t *p = m->payload;
+    out->version = ef__rd32(p);
+    out->count = ef__rd32(p + 4);
+    out->n = ef__rd64(p + 8);
+    out->loss_sum = ef__rdf64(p + 16);
+    if (out->count == 0) return ef__fail(EF_ERR_FORMAT, "partial payload: no entries");
+    if (!isfinite(out->loss_sum)) return ef__fail(EF_ERR_FORMAT, "partial payload: non-finite loss");
+    size_t fixed = EF_PARTIAL_FIXED;
+    if ((size_t)out->count > (m->payload_len - fixed) / EF_PARTIAL_ENTRY)
+        return ef__fail(EF_ERR_FORMAT, "partial payload: %u entries, %zu bytes follow", out->count,
+                        m->payload_len - fixed);
+    fixed += (size_t)out->count * EF_PARTIAL_ENTRY;
+    if ((st = vector_len(m, fixed, out->n))) return st;
+    out->entries = p + EF_PARTIAL_FIXED;
+    out->raw = p + fixed;
+    uint64_t prev = 0;
+    for (uint32_t i = 0; i < out->count; i++) {
+        ef_partial_entry e;
+        ef_partial_get(out, i, &e);
+        if (e.client >= EF_BROADCAST_ID || (i > 0 && e.client <= prev) || e.n_examples == 0)
+            return ef__fail(EF_ERR_FORMAT, "partial payload: entry %u (client %u, %u examples): "
+                                           "ids must increase, counts be >= 1", i, e.client,
+                            e.n_examples);
+        prev = e.client;
+    }
+    return EF_OK;
+}
+
+void ef_partial_get(const ef_partial *p, uint32_t i, ef_partial_entry *out) {
+    const uint8_t *e = p->entries + (size_t)i * EF_PARTIAL_ENTRY;
+    out->client = ef__rd32(e);
+    out->n_examples = ef__rd32(e + 4);
+    out->task = ef__rd64(e + 8);
+    out->seq = ef__rd64(e + 16);
 }
 
 ef_status ef_decode_update(const ef_msg *m, ef_update *out) {

@@ -33,6 +33,10 @@ static unsigned next_tmp_counter(void) {
 }
 
 ef_status ef_atomic_open(ef_atomic_file **out, const char *path) {
+    return ef_atomic_open_mode(out, path, 0644);
+}
+
+ef_status ef_atomic_open_mode(ef_atomic_file **out, const char *path, unsigned mode) {
     ef_status st;
     ef_atomic_file *f = NULL;
     if (out) *out = NULL;
@@ -50,7 +54,7 @@ ef_status ef_atomic_open(ef_atomic_file **out, const char *path) {
     }
     for (int attempt = 0; attempt < TMP_ATTEMPTS; attempt++) {
         snprintf(f->tmp, tmp_len, "%s.tmp.%ld.%u", path, (long)getpid(), next_tmp_counter());
-        f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+        f->fd = open(f->tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, (mode_t)mode);
         if (f->fd >= 0 || errno != EEXIST) break;
     }
     if (f->fd < 0) {
@@ -172,8 +176,12 @@ void ef_atomic_abort(ef_atomic_file *f) {
 }
 
 ef_status ef_write_file_atomic(const char *path, const void *data, size_t len) {
+    return ef_write_file_atomic_mode(path, data, len, 0644);
+}
+
+ef_status ef_write_file_atomic_mode(const char *path, const void *data, size_t len, unsigned mode) {
     ef_atomic_file *f;
-    ef_status st = ef_atomic_open(&f, path);
+    ef_status st = ef_atomic_open_mode(&f, path, mode);
     if (st != EF_OK) return st;
     if ((st = ef_atomic_write(f, data, len)) != EF_OK) {
         ef_atomic_abort(f);

@@ -25,20 +25,21 @@ import zlib
 
 MAX_PAYLOAD = 4096  # the limit test_wire_corpus.c decodes with
 JOB = 0x0123456789ABCDEF  # every valid file carries this job id
-VERSION = 1
+VERSION = 2
 SERVER = 0xFFFFFFFF
 
 CHECKIN, MODEL, TASK, UPDATE, EVAL, EVAL_RESULT, LEAVE = range(1, 8)
-SA_SETUP, SA_MASKED = 8, 13
+SA_SETUP, SA_MASKED, PARTIAL = 8, 13, 16
 
 
 def seal(mtype, payload, job=JOB, rnd=3, sender=SERVER, seq=1, version=VERSION, flags=0,
-         magic=b"EFL1", length=None, crc_xor=0):
+         magic=b"EFL1", length=None, crc_xor=0, task=0):
     """Header + payload; the overrides make malformed envelopes whose CRC is
     still right (unless crc_xor), so only the intended check can refuse them."""
     if length is None:
         length = len(payload)
-    head = magic + struct.pack("<BBHQIIQI", version, mtype, flags, job, rnd, sender, seq, length)
+    head = magic + struct.pack("<BBHQIIQQI", version, mtype, flags, job, rnd, sender, seq, task,
+                               length)
     crc = zlib.crc32(payload, zlib.crc32(head)) ^ crc_xor
     return head + struct.pack("<I", crc) + payload
 
@@ -84,6 +85,13 @@ def sa_masked(n=8, version=5, n_examples=600, loss=0.75, steps=38, flags=0, pad=
                        n if count is None else count) + words + tail
 
 
+def partial(ids=(3, 8, 21), version=5, count=None, n=4, loss_sum=7.5, n_ex=None, tail=b""):
+    n_ex = n_ex or [10 * (k + 1) for k in range(len(ids))]
+    head = struct.pack("<IIQd", version, len(ids) if count is None else count, n, loss_sum)
+    ents = b"".join(struct.pack("<IIQQ", c, e, 1000 + c, 50 + c) for c, e in zip(ids, n_ex))
+    return head + ents + floats(n, 0.002) + tail
+
+
 def evaltask(version=5):
     return struct.pack("<II32s", version, 0, HASH)
 
@@ -109,7 +117,7 @@ def corpus():
     files["valid-task"] = seal(TASK, task())
     files["valid-task-edges"] = seal(TASK, task(deadline=0.0, epochs=65535, batch=1, lr=1e-30,
                                                 momentum=0.0, prox_mu=0.5, seed=2**64 - 1))
-    files["valid-update"] = seal(UPDATE, update(), sender=17, seq=9)
+    files["valid-update"] = seal(UPDATE, update(), sender=17, seq=9, task=0x0102030405060708)
     files["valid-update-neg-loss"] = seal(UPDATE, update(n=1, loss=-1.5), sender=2, seq=2)
     files["valid-eval"] = seal(EVAL, evaltask())
     files["valid-eval_result"] = seal(EVAL_RESULT, eval_result(), sender=17, seq=10)
@@ -121,22 +129,26 @@ def corpus():
                                                          dp_clip=0.5, dp_noise=123.5))
     files["valid-sa_setup-nomask"] = seal(SA_SETUP, sa_setup(k=0, flags=1))
     files["valid-sa_masked"] = seal(SA_MASKED, sa_masked(), sender=17, seq=12)
+    files["valid-partial"] = seal(PARTIAL, partial(), sender=900, seq=4)
+    files["valid-partial-one"] = seal(PARTIAL, partial(ids=(0,), n=1), sender=900, seq=5)
     files["valid-sa_masked-clipbit"] = seal(SA_MASKED, sa_masked(n=1, flags=1), sender=2)
 
     # ---- envelopes refused by ef_wire_decode
     good = files["valid-checkin"]
     files["bad-env-empty"] = b""
     files["bad-env-one-byte"] = b"E"
-    files["bad-env-header-39"] = good[:39]
+    files["bad-env-header-47"] = good[:47]
     files["bad-env-magic"] = seal(CHECKIN, checkin(), magic=b"EFL2")
     files["bad-env-magic-lower"] = seal(CHECKIN, checkin(), magic=b"efl1")
     files["bad-env-version-0"] = seal(CHECKIN, checkin(), version=0)
-    files["bad-env-version-2"] = seal(CHECKIN, checkin(), version=2)
+    files["bad-env-version-1"] = seal(CHECKIN, checkin(), version=1)
     files["bad-env-version-255"] = seal(CHECKIN, checkin(), version=255)
     files["bad-env-type-0"] = seal(0, checkin())
-    files["bad-env-type-16"] = seal(16, checkin())
+    files["bad-env-type-17"] = seal(17, checkin())
     files["bad-env-type-255"] = seal(255, checkin())
+    # flag 1 (signed) without the 64 signature bytes
     files["bad-env-flags-1"] = seal(CHECKIN, checkin(), flags=1)
+    files["bad-env-flags-2"] = seal(CHECKIN, checkin(), flags=2)
     files["bad-env-flags-8000"] = seal(CHECKIN, checkin(), flags=0x8000)
     files["bad-env-length-larger"] = seal(CHECKIN, checkin(), length=9)
     files["bad-env-length-smaller"] = seal(CHECKIN, checkin(), length=7)
@@ -144,10 +156,10 @@ def corpus():
     files["bad-env-length-huge"] = seal(CHECKIN, checkin(), length=0xFFFFFFFF)
     files["bad-env-truncated"] = files["valid-model"][:-5]
     files["bad-env-trailing-byte"] = files["valid-model"] + b"\x00"
-    files["bad-env-header-only"] = files["valid-task"][:40]
+    files["bad-env-header-only"] = files["valid-task"][:48]
     files["bad-env-oversized"] = seal(MODEL, model((MAX_PAYLOAD - 16) // 4 + 1))
     files["bad-env-crc"] = seal(CHECKIN, checkin(), crc_xor=1)
-    files["bad-env-crc-zero"] = good[:36] + b"\0\0\0\0" + good[40:]
+    files["bad-env-crc-zero"] = good[:44] + b"\0\0\0\0" + good[48:]
     flipped = bytearray(files["valid-update"])
     flipped[60] ^= 0x10  # one bit of the payload
     files["bad-env-crc-payload-bit"] = bytes(flipped)
@@ -156,7 +168,7 @@ def corpus():
     files["bad-env-crc-header-bit"] = bytes(flipped)
     rng = random.Random(20240601)
     files["bad-env-garbage"] = bytes(rng.randrange(256) for _ in range(64))
-    files["bad-env-garbage-magic"] = b"EFL1\x01\x04" + bytes(rng.randrange(256) for _ in range(70))
+    files["bad-env-garbage-magic"] = b"EFL1\x02\x04" + bytes(rng.randrange(256) for _ in range(70))
     files["bad-env-zeros"] = bytes(48)
     files["bad-env-text"] = b'{"type":"update","round":3,"values":[0.1,0.2,0.3]}\n'
 
@@ -232,6 +244,16 @@ def corpus():
     bp["sa_setup-dp-clip-neg"] = (SA_SETUP, sa_setup(dp_clip=-1.0))
     bp["sa_setup-dp-noise-nan"] = (SA_SETUP, sa_setup(dp_noise=math.nan))
     bp["sa_masked-short-fixed"] = (SA_MASKED, sa_masked()[:31])
+    bp["partial-empty"] = (PARTIAL, partial(ids=(), n=0))
+    bp["partial-count-high"] = (PARTIAL, partial(count=4))
+    bp["partial-count-low"] = (PARTIAL, partial(count=2))
+    bp["partial-ids-unsorted"] = (PARTIAL, partial(ids=(8, 3, 21)))
+    bp["partial-ids-repeated"] = (PARTIAL, partial(ids=(3, 3, 21)))
+    bp["partial-zero-examples"] = (PARTIAL, partial(n_ex=[10, 0, 5]))
+    bp["partial-nan-loss"] = (PARTIAL, partial(loss_sum=math.nan))
+    bp["partial-n-high"] = (PARTIAL, partial(n=4)[:-4])
+    bp["partial-trailing"] = (PARTIAL, partial(tail=b"\0"))
+    bp["partial-short-fixed"] = (PARTIAL, partial()[:23])
     bp["sa_masked-flags-2"] = (SA_MASKED, sa_masked(flags=2))
     bp["sa_masked-pad"] = (SA_MASKED, sa_masked(pad=1))
     bp["sa_masked-count-more"] = (SA_MASKED, sa_masked(count=9))

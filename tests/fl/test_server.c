@@ -12,15 +12,22 @@
  * models are bitwise.
  */
 #include <math.h>
+#include <sodium.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include <zlib.h>
 
 #include "edgefl/accountant.h"
 #include "edgefl/client.h"
+#include "edgefl/io.h"
 #include "edgefl/params.h"
 #include "edgefl/server.h"
 #include "edgefl/strategy.h"
 #include "edgefl/wire.h"
+#include "edgefl/worker.h"
 #include "test_util.h"
 
 #define NP 8      /* model size: small enough that a TASK is larger than a MODEL */
@@ -65,8 +72,17 @@ static ef_buf *buf_copy(const ef_buf *src, size_t len) {
 /* Recomputes the header (length and CRC) of a crafted message from its own
  * header fields and length: the result is a well-formed envelope. */
 static void reseal(ef_buf *b) {
-    ef_wire_seal(b->data, (ef_msg_type)b->data[5], rd64(b->data + 8), rd32(b->data + 16),
-                 rd32(b->data + 20), rd64(b->data + 24), b->len - EF_WIRE_HEADER);
+    ef_wire_seal_task(b->data, (ef_msg_type)b->data[5], rd64(b->data + 8), rd32(b->data + 16),
+                      rd32(b->data + 20), rd64(b->data + 24), rd64(b->data + 32),
+                      b->len - EF_WIRE_HEADER);
+}
+
+/* The envelope CRC of a message with payload_len bytes of payload. */
+static uint32_t crc_of(const uint8_t *b, size_t payload_len) {
+    uLong c = crc32(0L, Z_NULL, 0);
+    c = crc32(c, b, EF_WIRE_HEADER - 4);
+    c = crc32(c, b + EF_WIRE_HEADER, (uInt)payload_len);
+    return (uint32_t)c;
 }
 
 /* ---- the fake trainer ------------------------------------------------------ */
@@ -143,6 +159,12 @@ static void on_round(void *user, ef_round_record *rec, const float *model, size_
     t->n_cb++;
 }
 
+/* Authentication tests: the clients' signing keys and the server key they
+ * check (NULL: unsigned, unchecked), and their first message counter. */
+static const uint8_t *g_client_sk[MAXC];
+static const uint8_t *g_server_pk;
+static uint64_t g_client_first_seq;
+
 /* n_eval[k] (NULL: all 5) gives each client's evaluation examples. */
 static net *net_new(const ef_server_config *cfg, const ef_strategy_config *strat, int n_clients,
                     const uint32_t *n_eval) {
@@ -167,7 +189,9 @@ static net *net_new(const ef_server_config *cfg, const ef_strategy_config *strat
     ef_trainer tr = {fake_fit, fake_eval, &t->fk};
     for (int k = 0; k < n_clients; k++) {
         ef_client_config cc = {.job = cfg->job, .id = ID(k), .n_train = (uint32_t)(100 + k),
-                               .n_eval = n_eval ? n_eval[k] : 5, .n_params = NP};
+                               .n_eval = n_eval ? n_eval[k] : 5, .n_params = NP,
+                               .sign_key = g_client_sk[k], .server_pk = g_server_pk,
+                               .first_seq = g_client_first_seq};
         CHECK_OK(ef_client_new(&t->c[k], &cc, &tr));
     }
     return t;
@@ -974,7 +998,7 @@ static void test_refusals(void) {
     refused_case(t, now, b->data, b->len, EF_ERR_FORMAT, "update declaring 2^62 values");
     ef_buf_unref(b);
     /* corrupted bytes: every bit of a few positions in header and payload */
-    size_t flips[] = {0, 5, 9, 17, 21, 33, 38, EF_WIRE_HEADER, EF_WIRE_HEADER + 5,
+    size_t flips[] = {0, 5, 9, 17, 21, 33, 41, 46, EF_WIRE_HEADER, EF_WIRE_HEADER + 5,
                       UPDATE_LEN - 1};
     for (size_t i = 0; i < sizeof flips / sizeof flips[0]; i++) {
         b = buf_copy(uy, uy->len);
@@ -1543,6 +1567,454 @@ static void test_dp_budget(void) {
     ef_params_free(p);
 }
 
+
+/* ---- authentication ---------------------------------------------------------- */
+
+/* A copy of a buffer (same length). */
+static ef_buf *dup_buf(const ef_buf *b) { return buf_copy(b, b->len); }
+
+/* Signed messages from allow-listed clients pass; unsigned ones, unknown
+ * senders, bad signatures (a tampered message with a recomputed CRC, a key
+ * that is not the registered one), replays and corrupted bytes are refused
+ * with EF_ERR_AUTH / EF_ERR_FORMAT and change nothing; clients refuse
+ * server messages that the server's key did not sign. */
+static void test_authentication(void) {
+    static uint8_t cpk[MAXC][EF_PK_BYTES], csk[MAXC][EF_SK_BYTES];
+    uint8_t spk[EF_PK_BYTES], ssk[EF_SK_BYTES], xpk[EF_PK_BYTES], xsk[EF_SK_BYTES];
+    CHECK(sodium_init() >= 0);
+    crypto_sign_keypair(spk, ssk);
+    crypto_sign_keypair(xpk, xsk);
+    for (int k = 0; k < 4; k++) {
+        crypto_sign_keypair(cpk[k], csk[k]);
+        g_client_sk[k] = csk[k];
+    }
+    g_server_pk = spk;
+    g_client_first_seq = 1000;
+    ef_server_config cfg = base_config();
+    cfg.rounds = 1;
+    cfg.clients_per_round = 3;
+    cfg.min_clients = 3;
+    cfg.sign_key = ssk;
+    cfg.authenticate = 1;
+    cfg.first_seq = 5000;
+    ef_strategy_config sc = ef_strategy_defaults(EF_STRAT_FEDAVG);
+    net *t = net_new(&cfg, &sc, 4, NULL);
+    for (int k = 0; k < 3; k++) CHECK_OK(ef_server_allow(t->s, ID(k), cpk[k]));
+    /* the same id with another key is refused; a reserved id too */
+    CHECK(ef_server_allow(t->s, ID(0), cpk[1]) == EF_ERR_INVALID);
+    CHECK(ef_server_allow(t->s, EF_SERVER_ID, cpk[1]) == EF_ERR_INVALID);
+    uint64_t refused = ef_server_refused(t->s);
+    /* client 3 is not on the allow-list */
+    CHECK_OK(ef_client_checkin(t->c[3], &t->up[3]));
+    CHECK(deliver_last(t, 3, 0.0) == EF_ERR_AUTH);
+    CHECK(strstr(ef_last_error(), "allow-list") != NULL);
+    /* an unsigned check-in under an allowed id */
+    ef_buf *u = ef_buf_new(EF_WIRE_HEADER + 8);
+    memset(u->data + EF_WIRE_HEADER, 0, 8);
+    ef_wire_seal(u->data, EF_MSG_CHECKIN, JOB, 0, ID(0), 2000, 8);
+    CHECK(feed(t, 0.0, u->data, u->len) == EF_ERR_AUTH);
+    CHECK(strstr(ef_last_error(), "unsigned") != NULL);
+    ef_buf_unref(u);
+    CHECK(ef_server_refused(t->s) == refused + 2);
+    CHECK(t->down.n == 0);
+    for (int k = 0; k < 3; k++) checkin(t, k, 0.0);
+    /* the round started: every server message is signed by the server */
+    CHECK(t->down.n == 6);
+    for (size_t i = 0; i < t->down.n; i++) {
+        ef_msg m;
+        CHECK_OK(ef_wire_decode(t->down.v[i].buf->data, t->down.v[i].buf->len, (size_t)-1, &m));
+        CHECK(m.sig != NULL && m.seq > 5000);
+        CHECK_OK(ef_wire_verify(t->down.v[i].buf->data, &m, spk));
+        if (m.type == EF_MSG_TASK) CHECK(m.task == m.seq);
+    }
+    /* a client refuses a server message signed by another key, and a
+     * tampered one; then takes the genuine ones */
+    {
+        ef_buf *fake_task = dup_buf(t->down.v[1].buf);
+        ef_msg m;
+        CHECK_OK(ef_wire_decode(fake_task->data, fake_task->len, (size_t)-1, &m));
+        ef_wire_sign(fake_task->data, m.payload_len, xsk);
+        int k = SLOT(t->down.v[1].to);
+        ef_status st = ef_client_handle(t->c[k], fake_task, 0, &t->up[k]);
+        CHECK(st == EF_ERR_AUTH && strstr(ef_last_error(), "bad signature"));
+        CHECK(t->up[k].n == 0);
+        ef_buf_unref(fake_task);
+    }
+    route(t);
+    for (int k = 0; k < 3; k++) CHECK(t->up[k].n == 1);
+    ef_buf *up0 = dup_buf(t->up[0].v[0].buf);
+    /* a tampered update with a recomputed CRC: bad signature */
+    ef_buf *bad = dup_buf(t->up[1].v[0].buf);
+    bad->data[EF_WIRE_HEADER + EF_UPDATE_FIXED] ^= 0x40;
+    /* an attacker can recompute the CRC, not the signature */
+    wr32(bad->data + 44, crc_of(bad->data, EF_UPDATE_FIXED + 4 * NP));
+    CHECK(feed(t, 1.0, bad->data, bad->len) == EF_ERR_AUTH);
+    CHECK(strstr(ef_last_error(), "bad signature") != NULL);
+    /* corrupted in transit (CRC not fixed): a format error */
+    bad->data[EF_WIRE_HEADER + 3] ^= 1;
+    CHECK(feed(t, 1.0, bad->data, bad->len) == EF_ERR_FORMAT);
+    CHECK(strstr(ef_last_error(), "CRC") != NULL);
+    ef_buf_unref(bad);
+    /* client 1's update re-signed with client 2's key: bad signature */
+    ef_buf *forged = dup_buf(t->up[1].v[0].buf);
+    {
+        ef_msg m;
+        ef_wire_decode(forged->data, forged->len, (size_t)-1, &m);
+        ef_wire_sign(forged->data, m.payload_len, csk[2]);
+        CHECK(feed(t, 1.0, forged->data, forged->len) == EF_ERR_AUTH);
+    }
+    ef_buf_unref(forged);
+    size_t nmodel;
+    float before[NP];
+    memcpy(before, ef_server_model(t->s, &nmodel), sizeof before);
+    CHECK(ef_server_refused(t->s) == refused + 5);
+    CHECK(ef_server_version(t->s) == 0);
+    /* the genuine updates; client 0's a second time is a replay */
+    CHECK_OK(deliver(t, 0, 1.0));
+    CHECK(feed(t, 1.0, up0->data, up0->len) == EF_ERR_AUTH);
+    CHECK(strstr(ef_last_error(), "replayed") != NULL);
+    ef_buf_unref(up0);
+    CHECK_OK(deliver(t, 1, 1.0));
+    CHECK_OK(deliver(t, 2, 1.0));
+    CHECK(ef_server_done(t->s));
+    size_t nr;
+    const ef_round_record *r = ef_server_records(t->s, &nr);
+    CHECK(nr == 1 && r[0].completed == 3 && r[0].aggregated == 1);
+    CHECK(memcmp(before, ef_server_model(t->s, &nmodel), sizeof before) != 0);
+    net_free(t);
+    for (int k = 0; k < 4; k++) g_client_sk[k] = NULL;
+    g_server_pk = NULL;
+    g_client_first_seq = 0;
+}
+
+/* ---- checkpoints ------------------------------------------------------------- */
+
+/* Delivers everything in flight until nothing moves, checkpointing into
+ * `dir` (if not NULL) whenever a round closes. Stops early once `stop_after`
+ * rounds are recorded and one more update has been delivered (a crash in
+ * the middle of the next round), when stop_after > 0. */
+static void pump(net *t, double now, const char *dir, size_t stop_after) {
+    size_t seen;
+    ef_server_records(t->s, &seen);
+    for (int moved = 1; moved;) {
+        moved = 0;
+        route(t);
+        for (int k = 0; k < t->n; k++) {
+            while (t->up[k].n > 0) {
+                size_t nr;
+                ef_server_records(t->s, &nr);
+                if (stop_after && nr >= stop_after && nr == seen && moved) return;
+                deliver(t, k, now);
+                moved = 1;
+                ef_server_records(t->s, &nr);
+                if (nr != seen) {
+                    if (dir) CHECK_OK(ef_server_checkpoint(t->s, dir));
+                    seen = nr;
+                    moved = 0; /* deliver exactly one update of the next round before a stop */
+                    route(t);
+                    moved = 1;
+                }
+            }
+        }
+    }
+}
+
+/* A run killed in the middle of round 3 and restored from its checkpoint
+ * ends with the same rounds, records and model, bit for bit, as one that
+ * was never interrupted; answers to tasks of the interrupted round are
+ * refused (no update aggregated twice); server-optimizer state (FedAvgM
+ * momentum) survives; bad checkpoints are refused and change nothing. */
+static void test_checkpoint(void) {
+    char dir[] = "/tmp/edgefl-ckpt-XXXXXX";
+    CHECK(mkdtemp(dir) != NULL);
+    ef_server_config cfg = base_config();
+    cfg.rounds = 4;
+    cfg.clients_per_round = 2;
+    cfg.min_clients = 4;
+    ef_strategy_config sc = ef_strategy_defaults(EF_STRAT_FEDAVGM);
+    /* A: uninterrupted */
+    net *a = net_new(&cfg, &sc, 4, NULL);
+    for (int k = 0; k < 4; k++) checkin(a, k, 0.0);
+    pump(a, 1.0, NULL, 0);
+    CHECK(ef_server_done(a->s));
+    /* B: checkpoints every round, dies after one update of round 3 */
+    net *b = net_new(&cfg, &sc, 4, NULL);
+    for (int k = 0; k < 4; k++) checkin(b, k, 0.0);
+    pump(b, 1.0, dir, 2);
+    size_t nr;
+    ef_server_records(b->s, &nr);
+    CHECK(nr == 2);
+    int pending = 0;
+    for (int k = 0; k < 4; k++) pending += (int)b->up[k].n;
+    CHECK(pending >= 1); /* an update of round 3 still in flight */
+    ef_server_free(b->s);
+    b->s = NULL;
+    /* restart: a new server (new message counters) from the checkpoint */
+    ef_server_config cfg2 = cfg;
+    cfg2.first_seq = 1u << 20;
+    ef_params *p = NULL;
+    int64_t shape[1] = {NP};
+    CHECK_OK(ef_params_new(&p));
+    CHECK_OK(ef_params_add(p, "w", 1, shape));
+    CHECK_OK(ef_params_alloc(p));
+    memcpy(ef_params_data(p), b->init, sizeof b->init);
+    CHECK_OK(ef_server_new(&b->s, &cfg2, &sc, p, on_round, b));
+    int restored = 0;
+    CHECK_OK(ef_server_restore(b->s, dir, &restored));
+    CHECK(restored == 1);
+    CHECK(ef_server_version(b->s) == 2);
+    ef_server_records(b->s, &nr);
+    CHECK(nr == 2);
+    CHECK(ef_server_restore(b->s, dir, &restored) == EF_ERR_STATE); /* only once, at start */
+    CHECK_OK(ef_server_tick(b->s, 2.0, &b->down)); /* round 3 starts again */
+    /* the update computed for the old round-3 task arrives: stale task */
+    uint64_t ref0 = ef_server_refused(b->s);
+    for (int k = 0; k < 4; k++)
+        while (b->up[k].n > 0) CHECK(deliver(b, k, 2.0) == EF_ERR_STATE);
+    CHECK(ef_server_refused(b->s) > ref0);
+    pump(b, 2.0, dir, 0);
+    CHECK(ef_server_done(b->s));
+    size_t na, nb, n1, n2;
+    const ef_round_record *ra = ef_server_records(a->s, &na), *rb = ef_server_records(b->s, &nb);
+    CHECK(na == 4 && nb == 4);
+    for (size_t i = 0; i < 4 && i < nb; i++) {
+        CHECK(rb[i].round == i + 1);
+        CHECK(rb[i].completed == ra[i].completed && rb[i].aggregated == ra[i].aggregated);
+    }
+    const float *ma = ef_server_model(a->s, &n1), *mb = ef_server_model(b->s, &n2);
+    CHECK(n1 == NP && n2 == NP && memcmp(ma, mb, NP * sizeof(float)) == 0);
+    CHECK(ef_server_version(b->s) == 4);
+    /* a finished run restores as done */
+    ef_server *d = NULL;
+    CHECK_OK(ef_server_new(&d, &cfg, &sc, p, NULL, NULL));
+    CHECK_OK(ef_server_restore(d, dir, &restored));
+    CHECK(restored && ef_server_done(d));
+    ef_server_free(d);
+    /* refused: another job, another strategy, a corrupted model file, bad JSON */
+    ef_server_config other = cfg;
+    other.job = JOB + 1;
+    CHECK_OK(ef_server_new(&d, &other, &sc, p, NULL, NULL));
+    CHECK(ef_server_restore(d, dir, &restored) == EF_ERR_FORMAT && !restored);
+    CHECK(strstr(ef_last_error(), "job") != NULL);
+    CHECK(ef_server_version(d) == 0);
+    ef_server_free(d);
+    ef_strategy_config avg = ef_strategy_defaults(EF_STRAT_FEDAVG);
+    CHECK_OK(ef_server_new(&d, &cfg, &avg, p, NULL, NULL));
+    CHECK(ef_server_restore(d, dir, &restored) == EF_ERR_FORMAT);
+    ef_server_free(d);
+    char path[256];
+    snprintf(path, sizeof path, "%s/model-4.safetensors", dir);
+    FILE *f = fopen(path, "r+b");
+    CHECK(f != NULL);
+    if (f) {
+        fseek(f, -3, SEEK_END);
+        int ch = fgetc(f);
+        fseek(f, -3, SEEK_END);
+        fputc(ch ^ 0x20, f);
+        fclose(f);
+    }
+    CHECK_OK(ef_server_new(&d, &cfg, &sc, p, NULL, NULL));
+    CHECK(ef_server_restore(d, dir, &restored) == EF_ERR_FORMAT);
+    CHECK(strstr(ef_last_error(), "hash") != NULL);
+    CHECK(ef_server_version(d) == 0 && !ef_server_done(d));
+    ef_server_free(d);
+    snprintf(path, sizeof path, "%s/state.json", dir);
+    CHECK_OK(ef_write_file_atomic(path, "{\"format\":", 10));
+    CHECK_OK(ef_server_new(&d, &cfg, &sc, p, NULL, NULL));
+    CHECK(ef_server_restore(d, dir, &restored) == EF_ERR_FORMAT);
+    ef_server_free(d);
+    /* only one model file is kept */
+    snprintf(path, sizeof path, "%s/model-3.safetensors", dir);
+    CHECK(access(path, F_OK) != 0);
+    ef_params_free(p);
+    net_free(a);
+    net_free(b);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+}
+
+/* ---- scale-out workers --------------------------------------------------------- */
+
+/* Routes server output to the clients and lets every worker observe the
+ * TASKs (workers read the client inboxes). */
+static void route_observed(net *t, ef_worker **w, int nw) {
+    for (size_t i = 0; i < t->down.n; i++)
+        for (int j = 0; j < nw; j++)
+            if (t->down.v[i].type == EF_MSG_TASK)
+                CHECK_OK(ef_worker_observe(w[j], t->down.v[i].to, t->down.v[i].buf->data,
+                                           t->down.v[i].buf->len));
+    route(t);
+}
+
+/* Client k's pending messages go to worker k % nw (a shared subscription);
+ * the workers' output goes to the server. */
+static void through_workers(net *t, ef_worker **w, int nw, double now, int flush) {
+    ef_outbox o = {0};
+    for (int k = 0; k < t->n; k++)
+        while (t->up[k].n > 0) {
+            ef_buf *b = pop(&t->up[k], NULL);
+            CHECK_OK(ef_worker_handle(w[k % nw], now, b->data, b->len, &o));
+            ef_buf_unref(b);
+        }
+    for (int j = 0; j < nw; j++) CHECK_OK(ef_worker_tick(w[j], now, flush, &o));
+    for (size_t i = 0; i < o.n; i++)
+        CHECK_MSG(feed(t, now, o.v[i].buf->data, o.v[i].buf->len) == EF_OK, "%s: %s",
+                  ef_msg_type_name(o.v[i].type), ef_last_error());
+    ef_outbox_free(&o);
+}
+
+/* Two workers sharing the inbox give the model a flat run gives (up to the
+ * float rounding of each batch mean), every update counted once; duplicates
+ * are dropped, updates for tasks a worker did not see go to the server
+ * unchanged, a partial with a stale entry or a replayed partial is refused
+ * whole, and a worker cannot act as a client. */
+static void test_workers(void) {
+    static uint8_t cpk[MAXC][EF_PK_BYTES], csk[MAXC][EF_SK_BYTES];
+    uint8_t wpk[3][EF_PK_BYTES], wsk[3][EF_SK_BYTES], spk[EF_PK_BYTES], ssk[EF_SK_BYTES];
+    CHECK(sodium_init() >= 0);
+    crypto_sign_keypair(spk, ssk);
+    for (int j = 0; j < 3; j++) crypto_sign_keypair(wpk[j], wsk[j]);
+    for (int k = 0; k < 6; k++) {
+        crypto_sign_keypair(cpk[k], csk[k]);
+        g_client_sk[k] = csk[k];
+    }
+    g_server_pk = spk;
+    g_client_first_seq = 100;
+    ef_server_config cfg = base_config();
+    cfg.rounds = 2;
+    cfg.clients_per_round = 6;
+    cfg.min_clients = 6;
+    cfg.sign_key = ssk;
+    cfg.authenticate = 1;
+    ef_strategy_config sc = ef_strategy_defaults(EF_STRAT_FEDAVG);
+    /* flat reference */
+    net *a = net_new(&cfg, &sc, 6, NULL);
+    for (int k = 0; k < 6; k++) CHECK_OK(ef_server_allow(a->s, ID(k), cpk[k]));
+    for (int k = 0; k < 6; k++) checkin(a, k, 0.0);
+    pump(a, 1.0, NULL, 0);
+    CHECK(ef_server_done(a->s));
+    /* through two workers */
+    net *t = net_new(&cfg, &sc, 6, NULL);
+    for (int k = 0; k < 6; k++) CHECK_OK(ef_server_allow(t->s, ID(k), cpk[k]));
+    ef_worker *w[2];
+    for (int j = 0; j < 2; j++) {
+        CHECK_OK(ef_server_add_aggregator(t->s, 900 + j, wpk[j]));
+        ef_worker_config wc = {.job = JOB, .id = 900 + (uint32_t)j, .n_params = NP, .max_batch = 2,
+                               .flush_s = 0.5, .sign_key = wsk[j], .server_pk = spk,
+                               .authenticate = 1, .first_seq = 10};
+        CHECK_OK(ef_worker_new(&w[j], &wc));
+        for (int k = 0; k < 6; k++) CHECK_OK(ef_worker_allow(w[j], ID(k), cpk[k]));
+    }
+    CHECK(ef_server_add_aggregator(t->s, 902, NULL) == EF_ERR_INVALID); /* needs a key */
+    CHECK_OK(ef_server_add_aggregator(t->s, 902, wpk[2])); /* a faulty worker */
+    CHECK(ef_server_add_aggregator(t->s, ID(0), wpk[0]) == EF_ERR_INVALID); /* a client's id */
+    /* check-ins pass through the workers unchanged */
+    for (int k = 0; k < 6; k++) CHECK_OK(ef_client_checkin(t->c[k], &t->up[k]));
+    through_workers(t, w, 2, 0.0, 0);
+    CHECK(ef_worker_get_stats(w[0]).forwarded == 3 && ef_worker_get_stats(w[1]).forwarded == 3);
+    CHECK(t->down.n == 12); /* round 1: six MODEL + TASK pairs */
+    route_observed(t, w, 2);
+    /* a redelivered copy of client 0's update: batched once, the copy dropped */
+    ef_buf *copy = dup_buf(t->up[0].v[0].buf);
+    through_workers(t, w, 2, 1.0, 0);
+    ef_outbox o = {0};
+    CHECK_OK(ef_worker_handle(w[0], 1.0, copy->data, copy->len, &o));
+    CHECK(o.n == 0 && ef_worker_get_stats(w[0]).duplicates == 1);
+    ef_buf_unref(copy);
+    size_t nr;
+    ef_server_records(t->s, &nr);
+    /* max_batch 2: each worker sent one partial and holds one update */
+    CHECK(nr == 0);
+    CHECK(ef_worker_get_stats(w[0]).partials == 1 && ef_worker_get_stats(w[1]).partials == 1);
+    CHECK(ef_worker_next_timer(w[0]) == 1.5);
+    for (int j = 0; j < 2; j++) CHECK_OK(ef_worker_tick(w[j], 1.4, 0, &o));
+    CHECK(o.n == 0);
+    for (int j = 0; j < 2; j++) CHECK_OK(ef_worker_tick(w[j], 1.5, 0, &o));
+    CHECK(o.n == 2 && isinf(ef_worker_next_timer(w[0])));
+    for (size_t i = 0; i < o.n; i++) CHECK_OK(feed(t, 1.5, o.v[i].buf->data, o.v[i].buf->len));
+    ef_outbox_free(&o);
+    ef_server_records(t->s, &nr);
+    CHECK(nr == 1);
+    const ef_round_record *rec = ef_server_records(t->s, &nr);
+    CHECK(rec[0].completed == 6 && rec[0].aggregated == 1 && rec[0].rejected == 0);
+    /* round 2: worker 1 never saw client 1's task, so it forwards that update */
+    for (size_t i = 0; i < t->down.n; i++)
+        if (t->down.v[i].type == EF_MSG_TASK) {
+            CHECK_OK(ef_worker_observe(w[0], t->down.v[i].to, t->down.v[i].buf->data,
+                                       t->down.v[i].buf->len));
+            if (t->down.v[i].to != ID(1))
+                CHECK_OK(ef_worker_observe(w[1], t->down.v[i].to, t->down.v[i].buf->data,
+                                           t->down.v[i].buf->len));
+        }
+    /* a forged TASK is not learnt */
+    {
+        ef_buf *f = dup_buf(t->down.v[1].buf);
+        ef_msg m;
+        ef_wire_decode(f->data, f->len, (size_t)-1, &m);
+        ef_wire_sign(f->data, m.payload_len, wsk[0]);
+        CHECK(ef_worker_observe(w[1], ID(1), f->data, f->len) == EF_ERR_AUTH);
+        ef_buf_unref(f);
+    }
+    route(t);
+    /* a partial with a stale entry is refused whole; the model is unchanged */
+    {
+        ef_buf *u0 = dup_buf(t->up[0].v[0].buf);
+        ef_msg m;
+        ef_wire_decode(u0->data, u0->len, (size_t)-1, &m);
+        size_t plen = EF_PARTIAL_FIXED + EF_PARTIAL_ENTRY + NP * 4;
+        ef_buf *p = ef_buf_new(EF_WIRE_HEADER + plen + EF_SIG_BYTES);
+        uint8_t *q = p->data + EF_WIRE_HEADER;
+        memset(q, 0, plen);
+        wr32(q, ef_server_version(t->s));
+        wr32(q + 4, 1);
+        wr64(q + 8, NP);
+        wr32(q + 24, ID(0));
+        wr32(q + 28, 5);
+        wr64(q + 32, m.task + 1); /* not its task */
+        wr64(q + 40, m.seq);
+        ef_wire_seal_task(p->data, EF_MSG_PARTIAL, JOB, m.round, 902, 5000, 0, plen);
+        ef_wire_sign(p->data, plen, wsk[2]);
+        size_t nm;
+        float before[NP];
+        memcpy(before, ef_server_model(t->s, &nm), sizeof before);
+        CHECK(feed(t, 2.0, p->data, p->len) == EF_ERR_STATE);
+        CHECK(strstr(ef_last_error(), "no open task") != NULL);
+        /* the same partial signed by another worker's key: bad signature */
+        ef_wire_sign(p->data, plen, wsk[0]);
+        CHECK(feed(t, 2.0, p->data, p->len) == EF_ERR_AUTH);
+        CHECK(memcmp(before, ef_server_model(t->s, &nm), sizeof before) == 0);
+        ef_buf_unref(p);
+        /* a worker's own check-in is refused */
+        ef_buf *ci = ef_buf_new(EF_WIRE_HEADER + 8 + EF_SIG_BYTES);
+        memset(ci->data + EF_WIRE_HEADER, 0, 8);
+        ef_wire_seal(ci->data, EF_MSG_CHECKIN, JOB, 0, 902, 6000, 8);
+        ef_wire_sign(ci->data, 8, wsk[2]);
+        CHECK(feed(t, 2.0, ci->data, ci->len) == EF_ERR_STATE);
+        CHECK(strstr(ef_last_error(), "partial aggregates only") != NULL);
+        ef_buf_unref(ci);
+        ef_buf_unref(u0);
+    }
+    uint64_t fw1 = ef_worker_get_stats(w[1]).forwarded;
+    through_workers(t, w, 2, 3.0, 1);
+    CHECK(ef_worker_get_stats(w[1]).forwarded == fw1 + 1); /* client 1's update */
+    CHECK(ef_server_done(t->s));
+    size_t na, nb;
+    const ef_round_record *ra = ef_server_records(a->s, &na), *rb = ef_server_records(t->s, &nb);
+    CHECK(na == 2 && nb == 2 && rb[1].completed == 6 && rb[1].rejected == 3);
+    CHECK(fabs(ra[1].train_loss - rb[1].train_loss) < 1e-12);
+    const float *ma = ef_server_model(a->s, &na), *mb = ef_server_model(t->s, &nb);
+    for (int i = 0; i < NP; i++)
+        CHECK_MSG(fabsf(ma[i] - mb[i]) <= 1e-6f * fabsf(ma[i]) + 1e-7f, "w[%d] %g vs %g", i,
+                  (double)ma[i], (double)mb[i]);
+    for (int j = 0; j < 2; j++) ef_worker_free(w[j]);
+    net_free(a);
+    net_free(t);
+    for (int k = 0; k < 6; k++) g_client_sk[k] = NULL;
+    g_server_pk = NULL;
+    g_client_first_seq = 0;
+}
+
 int main(void) {
     test_sync_rounds();
     test_dp_budget();
@@ -1553,5 +2025,8 @@ int main(void) {
     test_fed_eval();
     test_async();
     test_determinism();
+    test_authentication();
+    test_checkpoint();
+    test_workers();
     return tu_finish("fl/test_server");
 }

@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sodium.h>
 #include <string.h>
 #include <zlib.h>
 
@@ -145,8 +146,10 @@ static ef_status decode_as(ef_msg_type t, const ef_msg *m) {
     ef_eval_result er;
     ef_sa_setup sa;
     ef_sa_masked sm;
+    ef_partial pa;
     uint32_t reason;
     switch (t) {
+    case EF_MSG_PARTIAL: return ef_decode_partial(m, &pa);
     case EF_MSG_CHECKIN: return ef_decode_checkin(m, &ci);
     case EF_MSG_MODEL: return ef_decode_model(m, &mo);
     case EF_MSG_TASK: return ef_decode_task(m, &ta);
@@ -191,9 +194,50 @@ static size_t good_payload(ef_msg_type t, uint8_t *p) {
         ef__wr32(p + 16, 1), ef__wr64(p + 24, 3);
         for (int i = 0; i < 3; i++) ef__wr32(p + EF_SA_MASKED_FIXED + 4 * i, 0xDEADBEEFu + i);
         return EF_SA_MASKED_FIXED + 12;
+    case EF_MSG_PARTIAL: /* 2 entries, 3 floats */
+        memset(p, 0, EF_PARTIAL_FIXED + 2 * EF_PARTIAL_ENTRY);
+        ef__wr32(p, 1), ef__wr32(p + 4, 2), ef__wr64(p + 8, 3), ef__wrf64(p + 16, 1.5);
+        ef__wr32(p + 24, 4), ef__wr32(p + 28, 10), ef__wr64(p + 32, 99), ef__wr64(p + 40, 7);
+        ef__wr32(p + 48, 9), ef__wr32(p + 52, 20), ef__wr64(p + 56, 98), ef__wr64(p + 64, 8);
+        for (int i = 0; i < 3; i++) ef__wrf32(p + 72 + 4 * i, v[i]);
+        return 84;
     default: break;
     }
     return 0;
+}
+
+/* PARTIAL: entries and floats read back; a count or entry list that does not
+ * add up, decreasing or repeated ids, zero examples and a NaN loss are
+ * refused. */
+static void test_partial(void) {
+    uint8_t pl[256];
+    ef_msg m;
+    size_t n = good_payload(EF_MSG_PARTIAL, pl);
+    uint8_t *b = envelope(EF_MSG_PARTIAL, pl, n, &m);
+    ef_partial pa;
+    CHECK_OK(ef_decode_partial(&m, &pa));
+    CHECK(pa.version == 1 && pa.count == 2 && pa.n == 3 && pa.loss_sum == 1.5);
+    ef_partial_entry e;
+    ef_partial_get(&pa, 1, &e);
+    CHECK(e.client == 9 && e.n_examples == 20 && e.task == 98 && e.seq == 8);
+    float f[3];
+    ef_wire_floats(f, pa.raw, 3);
+    CHECK(f[1] == -2.0f);
+    free(b);
+    struct { size_t off; int bytes; uint64_t v; const char *why; } bad[] = {
+        {4, 4, 0, "no entries"},         {4, 4, 3, "entries"},
+        {8, 8, 4, "declares"},           {16, 8, 0x7FF8000000000000ull, "loss"},
+        {48, 4, 4, "ids must increase"}, {48, 4, 2, "ids must increase"},
+        {28, 4, 0, "counts"},            {48, 4, EF_BROADCAST_ID, "ids"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        uint8_t q[256];
+        memcpy(q, pl, n);
+        if (bad[i].bytes == 4) ef__wr32(q + bad[i].off, (uint32_t)bad[i].v);
+        else ef__wr64(q + bad[i].off, bad[i].v);
+        b = envelope(EF_MSG_PARTIAL, q, n, &m);
+        CHECK_REJECT(ef_decode_partial(&m, &pa), bad[i].why);
+        free(b);
+    }
 }
 
 static void check_envelope_fields(const ef_msg *m, const uint8_t *buf, ef_msg_type type,
@@ -217,20 +261,21 @@ static void test_seal_layout(void) {
     uint8_t pl[8];
     size_t len, plen = pl_checkin(pl, 0x01020304u, 0x05060708u);
     uint8_t *b = seal_msg(EF_MSG_CHECKIN, pl, plen, &len);
-    static const uint8_t want[36] = {
-        'E',  'F',  'L',  '1',  1,    1,    0,    0,    /* magic, version, type, flags */
+    static const uint8_t want[44] = {
+        'E',  'F',  'L',  '1',  2,    1,    0,    0,    /* magic, version, type, flags */
         0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77, 0x88, /* job */
         0xD4, 0xC3, 0xB2, 0xA1,                         /* round */
         42,   0,    0,    0,                            /* sender */
         0x80, 0x90, 0xA0, 0xB0, 0xC0, 0xD0, 0xE0, 0xF0, /* seq */
+        0,    0,    0,    0,    0,    0,    0,    0,    /* task */
         8,    0,    0,    0};                           /* length */
-    CHECK(len == 48);
-    CHECK(memcmp(b, want, 36) == 0);
+    CHECK(len == 56);
+    CHECK(memcmp(b, want, 44) == 0);
     uLong c = crc32(0L, Z_NULL, 0);
-    c = crc32(c, b, 36);
+    c = crc32(c, b, 44);
     c = crc32(c, b + EF_WIRE_HEADER, (uInt)plen);
-    CHECK(ef__rd32(b + 36) == (uint32_t)c);
-    CHECK(b[40] == 4 && b[41] == 3 && b[42] == 2 && b[43] == 1);
+    CHECK(ef__rd32(b + 44) == (uint32_t)c);
+    CHECK(b[48] == 4 && b[49] == 3 && b[50] == 2 && b[51] == 1);
     free(b);
 }
 
@@ -447,7 +492,7 @@ static void test_envelope_rejects(void) {
     CHECK_REJECT(ef_wire_decode(b, len, MAXP, &m), "bad magic");
 
     /* wrong version (re-sealing could not produce one: patch it in) */
-    const uint8_t versions[3] = {0, 2, 255};
+    const uint8_t versions[3] = {0, 1, 255};
     for (int i = 0; i < 3; i++) {
         memcpy(b, good, len);
         b[4] = versions[i];
@@ -455,7 +500,7 @@ static void test_envelope_rejects(void) {
     }
 
     /* unknown types, with a correct CRC so only the type check can catch them */
-    const int types[3] = {0, 16, 255};
+    const int types[3] = {0, EF_MSG_LAST + 1, 255};
     for (int i = 0; i < 3; i++) {
         size_t l2;
         uint8_t *u = seal_msg((ef_msg_type)types[i], pl, plen, &l2);
@@ -463,8 +508,12 @@ static void test_envelope_rejects(void) {
         free(u);
     }
 
-    /* non-zero flags: every bit */
-    for (int bit = 0; bit < 16; bit++) {
+    /* unknown flags: every bit but EF_WIRE_SIGNED (which makes the
+     * message 64 bytes short of its signature) */
+    memcpy(b, good, len);
+    ef__wr16(b + 6, EF_WIRE_SIGNED);
+    CHECK_REJECT(ef_wire_decode(b, len, MAXP, &m), "and a signature");
+    for (int bit = 1; bit < 16; bit++) {
         memcpy(b, good, len);
         ef__wr16(b + 6, (uint16_t)(1u << bit));
         CHECK_REJECT(ef_wire_decode(b, len, MAXP, &m), "flags");
@@ -478,11 +527,11 @@ static void test_envelope_rejects(void) {
     b[len] = 0;
     CHECK_REJECT(ef_wire_decode(b, len + 1, MAXP, &m), "header says 8 payload bytes, 9 present");
     memcpy(b, good, len);
-    ef__wr32(b + 32, 9);
+    ef__wr32(b + 40, 9);
     CHECK_REJECT(ef_wire_decode(b, len, MAXP, &m), "header says 9 payload bytes, 8 present");
-    ef__wr32(b + 32, 0);
+    ef__wr32(b + 40, 0);
     CHECK_REJECT(ef_wire_decode(b, len, MAXP, &m), "header says 0 payload bytes, 8 present");
-    ef__wr32(b + 32, 0xFFFFFFFFu);
+    ef__wr32(b + 40, 0xFFFFFFFFu);
     CHECK_REJECT(ef_wire_decode(b, len, MAXP, &m), "exceeds");
     CHECK_REJECT(ef_wire_decode(b, len, SIZE_MAX, &m), "header says 4294967295 payload bytes");
 
@@ -497,7 +546,7 @@ static void test_envelope_rejects(void) {
 
     /* CRC mismatch: the CRC field itself, and a payload byte */
     memcpy(b, good, len);
-    b[36] ^= 1;
+    b[44] ^= 1;
     CHECK_REJECT(ef_wire_decode(b, len, MAXP, &m), "CRC mismatch");
     memcpy(b, good, len);
     b[len - 1] ^= 0x80;
@@ -505,6 +554,63 @@ static void test_envelope_rejects(void) {
 
     free(b);
     free(good);
+}
+
+/* Signed envelopes: the signature verifies with the signer's public key
+ * only, covers every header and payload byte, and an unsigned message or a
+ * stripped signature is refused. */
+static void test_signatures(void) {
+    uint8_t pk[EF_PK_BYTES], sk[EF_SK_BYTES], pk2[EF_PK_BYTES], sk2[EF_SK_BYTES];
+    CHECK(sodium_init() >= 0);
+    crypto_sign_keypair(pk, sk);
+    crypto_sign_keypair(pk2, sk2);
+    uint8_t pl[24];
+    size_t plen = pl_eval_result(pl, 1, 10, 3.0, 4);
+    size_t len = EF_WIRE_HEADER + plen + EF_SIG_BYTES;
+    uint8_t *b = malloc(len), *t = malloc(len);
+    if (!b || !t) abort();
+    memcpy(b + EF_WIRE_HEADER, pl, plen);
+    ef_wire_seal_task(b, EF_MSG_EVAL_RESULT, JOB, 3, 42, 77, 0xABCDEF0123ull, plen);
+    ef_msg m;
+    /* sealed but not signed: decodes as unsigned, verify says so */
+    CHECK_OK(ef_wire_decode(b, EF_WIRE_HEADER + plen, MAXP, &m));
+    CHECK(m.sig == NULL && m.task == 0xABCDEF0123ull);
+    CHECK(ef_wire_verify(b, &m, pk) == EF_ERR_AUTH && strstr(ef_last_error(), "unsigned"));
+    ef_wire_sign(b, plen, sk);
+    CHECK_OK(ef_wire_decode(b, len, MAXP, &m));
+    CHECK(m.sig == b + EF_WIRE_HEADER + plen && (m.flags & EF_WIRE_SIGNED));
+    CHECK(m.payload_len == plen && m.seq == 77 && m.task == 0xABCDEF0123ull);
+    CHECK_OK(ef_wire_verify(b, &m, pk));
+    CHECK(ef_wire_verify(b, &m, pk2) == EF_ERR_AUTH);
+    CHECK(strstr(ef_last_error(), "bad signature") != NULL);
+    /* the signed message without its signature is a length error */
+    CHECK_REJECT(ef_wire_decode(b, EF_WIRE_HEADER + plen, MAXP, &m), "and a signature");
+    /* any byte changed and the CRC recomputed (an attacker can do that):
+     * the signature no longer verifies */
+    int caught = 0, total = 0;
+    for (size_t off = 0; off < EF_WIRE_HEADER + plen; off++) {
+        if (off < 8) continue; /* magic, version, type, flags: refused by decode */
+        if (off >= 40 && off < 48) continue; /* length and CRC themselves */
+        memcpy(t, b, len);
+        t[off] ^= 0x10;
+        ef__wr32(t + 44, 0);
+        /* recompute the CRC the way an attacker would */
+        uLong c = crc32(0L, Z_NULL, 0);
+        c = crc32(c, t, 44);
+        c = crc32(c, t + EF_WIRE_HEADER, (uInt)plen);
+        ef__wr32(t + 44, (uint32_t)c);
+        total++;
+        if (ef_wire_decode(t, len, MAXP, &m) == EF_OK && ef_wire_verify(t, &m, pk) == EF_ERR_AUTH)
+            caught++;
+    }
+    CHECK(caught == total && total > 50);
+    /* a signature byte flipped */
+    memcpy(t, b, len);
+    t[len - 1] ^= 1;
+    CHECK_OK(ef_wire_decode(t, len, MAXP, &m));
+    CHECK(ef_wire_verify(t, &m, pk) == EF_ERR_AUTH);
+    free(b);
+    free(t);
 }
 
 /* Every single-bit error anywhere in a small message is caught, and by the
@@ -528,8 +634,8 @@ static void test_every_bit_flip(void) {
         if (off < 4) want1 = "bad magic";
         else if (off == 4) want1 = "wire version";
         else if (off == 5) want2 = "unknown type"; /* or a valid type, then the CRC */
-        else if (off < 8) want1 = "flags";
-        else if (off >= 32 && off < 36) want1 = "payload bytes", want2 = "exceeds";
+        else if (off < 8) want1 = "flags", want2 = "signature"; /* bit 0: EF_WIRE_SIGNED */
+        else if (off >= 40 && off < 44) want1 = "payload bytes", want2 = "exceeds";
         int ok = st == EF_ERR_FORMAT &&
                  (strstr(e, want1) != NULL || (want2 && strstr(e, want2) != NULL));
         CHECK_MSG(ok, "bit %zu (byte %zu): %s: \"%s\"", bit, off, ef_strerror(st), e);
@@ -543,15 +649,17 @@ static void test_every_bit_flip(void) {
 /* ---- malformed payloads ----------------------------------------------------- */
 
 /* Each decoder refuses every other type, even with a well-formed payload. */
-static int typed(int t) { return t <= EF_MSG_LEAVE || t == EF_MSG_SA_SETUP || t == EF_MSG_SA_MASKED; }
+static int typed(int t) {
+    return t <= EF_MSG_LEAVE || t == EF_MSG_SA_SETUP || t == EF_MSG_SA_MASKED || t == EF_MSG_PARTIAL;
+}
 
 static void test_wrong_type(void) {
     uint8_t pl[256];
-    for (int t = EF_MSG_CHECKIN; t <= EF_MSG_SA_REVEAL; t++) {
+    for (int t = EF_MSG_CHECKIN; t <= EF_MSG_LAST; t++) {
         if (!typed(t)) continue;
         ef_msg m;
         uint8_t *b = envelope((ef_msg_type)t, pl, good_payload((ef_msg_type)t, pl), &m);
-        for (int d = EF_MSG_CHECKIN; d <= EF_MSG_SA_REVEAL; d++) {
+        for (int d = EF_MSG_CHECKIN; d <= EF_MSG_LAST; d++) {
             if (!typed(d)) continue;
             if (d == t) {
                 CHECK_MSG(decode_as((ef_msg_type)d, &m) == EF_OK, "%s: %s",
@@ -971,7 +1079,8 @@ static void test_type_names(void) {
     CHECK(strcmp(ef_msg_type_name(EF_MSG_SA_SETUP), "sa_setup") == 0);
     CHECK(strcmp(ef_msg_type_name(EF_MSG_SA_MASKED), "sa_masked") == 0);
     CHECK(strcmp(ef_msg_type_name(EF_MSG_SA_REVEAL), "sa_reveal") == 0);
-    CHECK(strcmp(ef_msg_type_name((ef_msg_type)16), "unknown") == 0);
+    CHECK(strcmp(ef_msg_type_name(EF_MSG_PARTIAL), "partial") == 0);
+    CHECK(strcmp(ef_msg_type_name((ef_msg_type)(EF_MSG_LAST + 1)), "unknown") == 0);
     CHECK(strcmp(ef_msg_type_name((ef_msg_type)255), "unknown") == 0);
     CHECK(strcmp(ef_msg_type_name((ef_msg_type)-1), "unknown") == 0);
 }
@@ -1030,6 +1139,8 @@ int main(void) {
     test_roundtrip_eval_result();
     test_roundtrip_leave();
     test_envelope_rejects();
+    test_partial();
+    test_signatures();
     test_every_bit_flip();
     test_wrong_type();
     test_payload_sizes();
