@@ -142,6 +142,13 @@ EF_API ef_status ef_mqtt_subscribe(ef_mqtt *m, const char *filter);
 EF_API ef_status ef_mqtt_publish(ef_mqtt *m, const char *topic, const void *data, size_t len,
                                  int retain);
 
+/*
+ * Replaces the last will for the next connection (the current one keeps the
+ * will it was opened with: MQTT fixes it at CONNECT). Copied. NULL topic:
+ * no will.
+ */
+EF_API ef_status ef_mqtt_set_will(ef_mqtt *m, const char *topic, const void *data, size_t len);
+
 /* Deletes the retained message on `topic` (both forms). */
 EF_API ef_status ef_mqtt_clear_retained(ef_mqtt *m, const char *topic);
 
@@ -266,10 +273,33 @@ typedef struct ef_mqtt_server_stats {
 EF_API ef_status ef_mqtt_run_server(ef_mqtt *m, ef_server *s, const ef_mqtt_server_opts *o,
                                     ef_mqtt_server_stats *stats);
 
+/*
+ * A client's last will and message counters. With authentication the server
+ * refuses a message whose counter is not above the last one it saw from the
+ * sender, and a will is sealed when the connection opens, before the
+ * messages it must outrank. So a client's will carries the counter
+ * first_seq + EF_MQTT_WILL_GAP, above every message of the client's current
+ * counter run (2^24 messages), and when a connection comes back on a new
+ * session -- the broker may have published the will meanwhile -- the client
+ * driver starts a new run above that will (a fresh ef_client with first_seq
+ * = will + 1) and arms the next will for later connections. A restarted
+ * process starts its counter at the wall clock in microseconds
+ * (ef_mqtt_clock_seq): a will fires only after the session expiry, so keep
+ * that above 17 s (2^24 microseconds).
+ */
+#define EF_MQTT_WILL_GAP ((uint64_t)1 << 24)
+
+/* Microseconds since the Unix epoch: a first_seq no earlier run has used. */
+EF_API uint64_t ef_mqtt_clock_seq(void);
+
+/*
+ * The LEAVE (reason 1) that client `cc` leaves as its last will: counter
+ * cc->first_seq + EF_MQTT_WILL_GAP, signed with cc->sign_key when set.
+ * *out holds one reference.
+ */
+EF_API ef_status ef_mqtt_client_will(const ef_client_config *cc, ef_buf **out);
+
 typedef struct ef_mqtt_client_opts {
-    uint64_t job;
-    uint32_t id;                /* the client's id (its inbox) */
-    size_t n_params;            /* the model size it expects */
     /* Polled between messages (and after each task): non-zero ends the run
      * with a LEAVE. May be NULL. */
     const volatile sig_atomic_t *stop;
@@ -284,26 +314,34 @@ typedef struct ef_mqtt_client_stats {
     uint64_t evals;             /* evaluation tasks answered */
     uint64_t refused;           /* server messages the client refused */
     uint64_t superseded;        /* tasks given up because a newer one or model came */
+    uint64_t renewals;          /* new counter runs after a new session */
     uint64_t bytes_out;
     double train_s;             /* seconds spent in the trainer */
 } ef_mqtt_client_stats;
 
 /*
- * Runs client `c` over connection `m` until stopped. Subscribes to its inbox
- * and to the broadcast topic, checks in on the first connection and after
- * any reconnect that did not resume the session (the broker dropped what
- * was sent meanwhile; a resumed session delivers it, and checking in then
- * would cancel the task the server still counts on), and answers the
- * server. A TASK, SA_SETUP or EVAL waits until the MODEL it names (version
- * and hash) has arrived on the broadcast topic -- topics are not ordered
- * with each other -- and messages behind it in the inbox wait with it; a
- * newer task supersedes a waiting one. Training runs on the calling thread.
- * On stop it publishes a LEAVE, waits for the broker's acknowledgement and
- * returns EF_OK. The connection should carry the client's LEAVE as its last
- * will (ef_client_leave). Fatal errors: EF_ERR_NOMEM, a failing trainer.
+ * Runs a client with configuration `cc` and trainer `tr` over connection `m`
+ * until stopped. The connection should have been opened with
+ * ef_mqtt_client_will(cc) as its will on the server inbox. The driver
+ * creates the ef_client (and a new one, with a new counter run, after a
+ * reconnect on a new session; see EF_MQTT_WILL_GAP). It subscribes to the
+ * client's inbox and to the broadcast topic, checks in on the first
+ * connection and after any reconnect that did not resume the session (the
+ * broker dropped what was sent meanwhile; a resumed session delivers it,
+ * and checking in then would cancel the task the server still counts on),
+ * and answers the server. A TASK, SA_SETUP or EVAL waits until the MODEL it
+ * names (version and hash) has arrived on the broadcast topic -- topics are
+ * not ordered with each other -- and messages behind it in the inbox wait
+ * with it; a newer task supersedes a waiting one, and a task whose model
+ * the broadcast has moved past is given up (with a new check-in, so the
+ * server moves on). Training runs on the calling thread, so a check-in
+ * never overtakes the answer to a task in progress. On stop it publishes a
+ * LEAVE, waits for the broker's acknowledgement and returns EF_OK. Server
+ * messages the client refuses are counted and logged. Fatal: EF_ERR_NOMEM,
+ * a bad configuration, a failing publish.
  */
-EF_API ef_status ef_mqtt_run_client(ef_mqtt *m, ef_client *c, const ef_mqtt_client_opts *o,
-                                    ef_mqtt_client_stats *stats);
+EF_API ef_status ef_mqtt_run_client(ef_mqtt *m, const ef_client_config *cc, const ef_trainer *tr,
+                                    const ef_mqtt_client_opts *o, ef_mqtt_client_stats *stats);
 
 #ifdef __cplusplus
 }

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "edgefl/identity.h"
 #include "edgefl/transport.h"
 #include "job.h"
 #include "mqtt_args.h"
@@ -21,7 +22,8 @@
 static const char *USAGE =
     "edgefl client --broker mqtt[s]://HOST:PORT --client-index I/N [--id ID]\n"
     "                     [--config job.json] [--dataset fashion-mnist] [--partition SPEC]\n"
-    "                     [--model mlp] [--seed S] [--tls-ca F --tls-cert F --tls-key F]";
+    "                     [--model mlp] [--seed S] [--key FILE --server-key FILE]\n"
+    "                     [--tls-ca F --tls-cert F --tls-key F]";
 static const char *DESC =
     "Runs one client of a federated job over an MQTT 5 broker. It trains on slice I of\n"
     "the job's N-way partition of the training set (computed as 'edgefl simulate' does:\n"
@@ -30,7 +32,9 @@ static const char *DESC =
     "edgefl/<job>/server. Its id defaults to I (the simulator's client ids are 0..N-1).\n"
     "Of the job's options the client uses those that shape its data and model (dataset,\n"
     "limit, model, clients, partition, min-per-client, holdout, batch, seed, job).\n"
-    "Runs until SIGINT or SIGTERM, then sends LEAVE. Progress: one line per task.";
+    "With --key every message is signed with the client's Ed25519 key (edgefl keygen) and\n"
+    "with --server-key only messages signed by the server are accepted. Runs until SIGINT\n"
+    "or SIGTERM, then sends LEAVE. Progress: one line per task.";
 
 /* The built-in trainer knows clients by partition slice: the client's id
  * may differ from its slice index. */
@@ -88,18 +92,20 @@ int cmd_client(int argc, char **argv) {
     o.clients = 0; /* 0 after parsing: N comes from --client-index alone */
     mqtt_args ma;
     mqtt_args_defaults(&ma);
-    const char *index_text = NULL;
+    const char *index_text = NULL, *key_path = NULL, *server_key_path = NULL;
     uint64_t id64 = UINT64_MAX, max_tasks = 0;
-    cli_opt extra[MQTT_ARGS_N + 4];
+    cli_opt extra[MQTT_ARGS_N + 6];
     mqtt_args_options(&ma, extra);
     cli_opt mine[] = {
         {"client-index", CLI_STR, &index_text, "I/N", "this client's slice of the N-way partition (required)", 0, 0, NULL, 0},
         {"id", CLI_U64, &id64, "ID", "client id on the wire and in topics (default: I)", 0, 0, NULL, 0},
         {"max-tasks", CLI_U64, &max_tasks, "N", "leave after answering N tasks (default: run until stopped)", 0, 0, NULL, 0},
+        {"key", CLI_STR, &key_path, "FILE", "this client's secret key (edgefl keygen): sign every message", 0, 0, NULL, 0},
+        {"server-key", CLI_STR, &server_key_path, "FILE", "the server's public key (FILE.pub or hex): accept only messages it signed", 0, 0, NULL, 0},
         {0},
     };
     memcpy(extra + MQTT_ARGS_N, mine, sizeof mine);
-    cli_opt table[JOB_MAX_OPTS + MQTT_ARGS_N + 4];
+    cli_opt table[JOB_MAX_OPTS + MQTT_ARGS_N + 6];
     void *keep = NULL;
     int help;
     int rc = job_parse("client", argc, argv, &o, JOB_CLIENT, extra, table, &help, USAGE, DESC,
@@ -111,9 +117,10 @@ int cmd_client(int argc, char **argv) {
     ef_partition part = {0}, part_train = {0}, part_eval = {0};
     ef_nn_trainer *nt = NULL;
     ef_model *probe = NULL;
-    ef_client *c = NULL;
     ef_mqtt *m = NULL;
-    ef_outbox will = {0};
+    ef_buf *will = NULL;
+    ef_identity *ident = NULL;
+    uint8_t server_pk[EF_PK_BYTES];
     ef_sim_config sc;
     ef_mqtt_config mc;
     uint32_t index = 0, n_clients = 0;
@@ -133,6 +140,14 @@ int cmd_client(int argc, char **argv) {
     }
     if ((rc = job_build("client", &o, &sc)) != 0) goto done;
     if ((rc = mqtt_args_config("client", &ma, o.quiet, &mc)) != 0) goto done;
+    if (key_path && ef_identity_load(&ident, key_path) != EF_OK) {
+        cli_error("client", "%s", ef_last_error());
+        goto done;
+    }
+    if (server_key_path && ef_public_key_load(server_key_path, server_pk) != EF_OK) {
+        cli_error("client", "%s", ef_last_error());
+        goto done;
+    }
     status = CLI_EXIT_FAIL;
     if (ef_dataset_load_n(&train, o.dataset, o.data_dir, 1, (uint32_t)o.limit) != EF_OK) {
         cli_error("client", "%s", ef_last_error());
@@ -158,10 +173,14 @@ int cmd_client(int argc, char **argv) {
     ef_client_config cc = {.job = sc.server.job, .id = id,
                            .n_train = (uint32_t)ef_partition_size(&part_train, index),
                            .n_eval = (uint32_t)ef_partition_size(&part_eval, index),
-                           .n_params = ef_model_numel(probe)};
+                           .n_params = ef_model_numel(probe),
+                           .sign_key = ident ? ef_identity_secret(ident) : NULL,
+                           .server_pk = server_key_path ? server_pk : NULL,
+                           /* never below a counter an earlier run of this client used */
+                           .first_seq = ef_mqtt_clock_seq()};
     ef_model_free(probe);
     probe = NULL;
-    if (ef_client_new(&c, &cc, &tr) != EF_OK || ef_client_leave(c, 1, &will) != EF_OK) {
+    if (ef_mqtt_client_will(&cc, &will) != EF_OK) {
         cli_error("client", "%s", ef_last_error());
         goto done;
     }
@@ -173,8 +192,8 @@ int cmd_client(int argc, char **argv) {
     /* the last will: this client's LEAVE, published by the broker if the
      * client vanishes and does not come back within the session expiry */
     mc.will_topic = ef_mqtt_topic(server_topic, sizeof server_topic, sc.server.job, EF_SERVER_ID);
-    mc.will = will.v[0].buf->data;
-    mc.will_len = will.v[0].buf->len;
+    mc.will = will->data;
+    mc.will_len = will->len;
     if (ef_mqtt_new(&m, &mc) != EF_OK) {
         cli_error("client", "%s", ef_last_error());
         status = CLI_EXIT_USAGE;
@@ -183,16 +202,15 @@ int cmd_client(int argc, char **argv) {
     mqtt_args_free(&ma);
     if (!o.quiet)
         fprintf(stderr, "edgefl client %u: job %llu, slice %u of %u (%u training, %u held-out "
-                        "examples), %s, %zu parameters, broker %s\n",
+                        "examples), %s, %zu parameters, broker %s%s\n",
                 id, (unsigned long long)sc.server.job, index, n_clients, cc.n_train, cc.n_eval,
-                o.model, cc.n_params, ma.broker);
+                o.model, cc.n_params, ma.broker, ident ? ", signing" : "");
     volatile sig_atomic_t stop = 0;
     cli_catch_stop_signals(&stop);
-    ef_mqtt_client_opts co = {.job = sc.server.job, .id = id, .n_params = cc.n_params,
-                              .stop = &stop, .max_tasks = max_tasks};
+    ef_mqtt_client_opts co = {.stop = &stop, .max_tasks = max_tasks};
     ef_mqtt_client_stats cs = {0};
     double t0 = ef_now();
-    if (ef_mqtt_run_client(m, c, &co, &cs) != EF_OK) {
+    if (ef_mqtt_run_client(m, &cc, &tr, &co, &cs) != EF_OK) {
         cli_error("client", "%s", ef_last_error());
         goto done;
     }
@@ -226,8 +244,8 @@ done:
     /* leaving for good: the broker may forget the session (the LEAVE went out) */
     ef_mqtt_close(m, status == 0);
     mqtt_args_free(&ma);
-    ef_outbox_free(&will);
-    ef_client_free(c);
+    ef_buf_unref(will);
+    ef_identity_free(ident);
     ef_model_free(probe);
     ef_nn_trainer_free(nt);
     ef_partition_free(&part);

@@ -13,13 +13,15 @@
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "edgefl/identity.h"
 #include "edgefl/transport.h"
 #include "job.h"
 #include "mqtt_args.h"
 
 static const char *USAGE =
     "edgefl server --broker mqtt[s]://HOST:PORT --config job.json [--state-dir DIR]\n"
-    "                     [--tls-ca F --tls-cert F --tls-key F] [--json] [--metrics FILE.jsonl]";
+    "                     [--key FILE] [--allow FILE] [--tls-ca F --tls-cert F --tls-key F]\n"
+    "                     [--json] [--metrics FILE.jsonl]";
 static const char *DESC =
     "Runs the server of a federated job over an MQTT 5 broker. The job's options (or the\n"
     "--config JSON file, the same as 'edgefl simulate --config') set the rounds, strategy,\n"
@@ -27,8 +29,11 @@ static const char *DESC =
     "clients (or --min-clients) have checked in, publishes each model version once,\n"
     "retained, on edgefl/<job>/broadcast, sends tasks to edgefl/<job>/client/<id> and reads\n"
     "answers on edgefl/<job>/server. One progress line per round on stderr; after each\n"
-    "round the global model is evaluated on the test split and saved to --state-dir.\n"
-    "Start the clients with 'edgefl client'. See docs/deploy.md.";
+    "round the global model is evaluated on the test split and the server checkpoints into\n"
+    "--state-dir; started again with the same directory it resumes after the last round.\n"
+    "--key signs every message (edgefl keygen); --allow accepts only clients on the\n"
+    "allow-list, with valid signatures and fresh message counters. Start the clients with\n"
+    "'edgefl client'. See docs/deploy.md.";
 
 typedef struct srv_state {
     cli_progress prog;
@@ -41,7 +46,6 @@ typedef struct srv_state {
     ef_status eval_status;
     double best_acc;
     const char *state_dir;
-    ef_model_config mc;
 } srv_state;
 
 static void on_round(void *user, ef_round_record *rec, const float *model, size_t n) {
@@ -85,29 +89,14 @@ static void on_round(void *user, ef_round_record *rec, const float *model, size_
     if (rec->note[0] && !ss->prog.quiet) fprintf(stderr, "  round %u: %s\n", rec->round, rec->note);
 }
 
-/* After every round, once its messages are out: the state directory gets
- * the global model (written atomically). */
+/* After every round, once its messages are out: a checkpoint (written
+ * atomically; the previous one stays valid if this one fails). */
 static ef_status after_round(void *user, ef_server *s) {
     srv_state *ss = user;
     if (!ss->state_dir) return EF_OK;
-    size_t n;
-    const float *w = ef_server_model(s, &n);
-    ef_model *m = NULL;
-    ef_status st = ef_model_new(&m, &ss->mc, NULL);
-    char path[4096];
-    snprintf(path, sizeof path, "%s/model.safetensors", ss->state_dir);
-    if (st == EF_OK) {
-        memcpy(ef_params_data(ef_model_params(m)), w, n * sizeof(float));
-        char round[16], version[16];
-        size_t nr;
-        ef_server_records(s, &nr);
-        snprintf(round, sizeof round, "%zu", nr);
-        snprintf(version, sizeof version, "%u", ef_server_version(s));
-        ef_st_kv kv[2] = {{"edgefl.round", round}, {"edgefl.model_version", version}};
-        st = ef_model_save(m, path, kv, 2);
-    }
-    ef_model_free(m);
-    if (st != EF_OK) ef_log(EF_LOG_ERROR, "server: saving the state to %s: %s", path, ef_last_error());
+    ef_status st = ef_server_checkpoint(s, ss->state_dir);
+    if (st != EF_OK)
+        ef_log(EF_LOG_ERROR, "server: checkpoint into %s: %s", ss->state_dir, ef_last_error());
     return st;
 }
 
@@ -125,18 +114,20 @@ int cmd_server(int argc, char **argv) {
     job_defaults(&o);
     mqtt_args ma;
     mqtt_args_defaults(&ma);
-    const char *state_dir = NULL;
+    const char *state_dir = NULL, *key_path = NULL, *allow_path = NULL;
     int min_clients = 0, keep_retained = 0;
-    cli_opt extra[MQTT_ARGS_N + 4];
+    cli_opt extra[MQTT_ARGS_N + 6];
     mqtt_args_options(&ma, extra);
     cli_opt mine[] = {
-        {"state-dir", CLI_STR, &state_dir, "DIR", "directory for the server's state (the global model after every round)", 0, 0, NULL, 0},
+        {"state-dir", CLI_STR, &state_dir, "DIR", "checkpoint after every round into DIR and resume from it", 0, 0, NULL, 0},
+        {"key", CLI_STR, &key_path, "FILE", "the server's secret key (edgefl keygen): sign every message", 0, 0, NULL, 0},
+        {"allow", CLI_STR, &allow_path, "FILE", "allow-list of client ids and public keys: refuse everyone else", 0, 0, NULL, 0},
         {"min-clients", CLI_INT, &min_clients, "N", "check-ins to wait for before the first round (default --clients)", 1, 10000000, NULL, 0},
         {"keep-retained", CLI_FLAG, &keep_retained, NULL, "leave the last model retained on the broker at the end", 0, 0, NULL, 0},
         {0},
     };
     memcpy(extra + MQTT_ARGS_N, mine, sizeof mine);
-    cli_opt table[JOB_MAX_OPTS + MQTT_ARGS_N + 4];
+    cli_opt table[JOB_MAX_OPTS + MQTT_ARGS_N + 6];
     void *keep = NULL;
     int help;
     int rc = job_parse("server", argc, argv, &o, JOB_SERVER, extra, table, &help, USAGE, DESC,
@@ -149,25 +140,34 @@ int cmd_server(int argc, char **argv) {
     ef_server *s = NULL;
     ef_mqtt *m = NULL;
     ef_pool *pool = NULL;
+    ef_identity *ident = NULL;
     cJSON *cj = NULL;
     srv_state ss = {.metrics_wall = o.metrics_wall, .state_dir = state_dir};
     cli_progress_init(&ss.prog, o.quiet);
     ef_sim_config sc;
     ef_mqtt_config mc;
     if ((rc = job_build("server", &o, &sc)) != 0) goto done;
-    /* a deployment's secrets come from the operating system */
+    /* a deployment's secrets come from the operating system, and its
+     * message counter never goes below one an earlier run used */
     sc.server.deterministic_noise = 0;
+    sc.server.first_seq = ef_mqtt_clock_seq();
+    sc.server.authenticate = allow_path != NULL;
     sc.server.min_clients = min_clients ? (uint32_t)min_clients : sc.n_clients;
     if ((rc = job_check_budget("server", &sc)) != 0) goto done;
     if ((rc = mqtt_args_config("server", &ma, o.quiet, &mc)) != 0) goto done;
     if (state_dir && (rc = make_dir("server", state_dir)) != 0) goto done;
+    if (key_path && ef_identity_load(&ident, key_path) != EF_OK) {
+        cli_error("server", "%s", ef_last_error());
+        goto done;
+    }
+    if (ident) sc.server.sign_key = ef_identity_secret(ident);
     status = CLI_EXIT_FAIL;
     if (ef_dataset_load_n(&test, o.dataset, o.data_dir, 0, (uint32_t)o.eval_limit) != EF_OK) {
         cli_error("server", "%s", ef_last_error());
         goto done;
     }
-    ss.mc = job_model_config(&sc, &test);
-    if (ef_pool_new(&pool, o.threads) != EF_OK || ef_model_new(&init, &ss.mc, pool) != EF_OK) {
+    ef_model_config mcfg = job_model_config(&sc, &test);
+    if (ef_pool_new(&pool, o.threads) != EF_OK || ef_model_new(&init, &mcfg, pool) != EF_OK) {
         cli_error("server", "%s", ef_last_error());
         goto done;
     }
@@ -187,6 +187,23 @@ int cmd_server(int argc, char **argv) {
         cli_error("server", "%s", ef_last_error());
         goto done;
     }
+    size_t n_allowed = 0;
+    if (allow_path && ef_allowlist_load(s, allow_path, &n_allowed) != EF_OK) {
+        cli_error("server", "%s", ef_last_error());
+        status = CLI_EXIT_USAGE;
+        goto done;
+    }
+    int restored = 0;
+    if (state_dir && ef_server_restore(s, state_dir, &restored) != EF_OK) {
+        cli_error("server", "%s", ef_last_error());
+        goto done;
+    }
+    if (restored && !o.quiet) {
+        size_t nr0;
+        ef_server_records(s, &nr0);
+        fprintf(stderr, "edgefl server: resumed from %s after round %zu (model version %u)\n",
+                state_dir, nr0, ef_server_version(s));
+    }
     char id[64];
     snprintf(id, sizeof id, "edgefl-%llu-server", (unsigned long long)sc.server.job);
     mc.client_id = id;
@@ -205,7 +222,12 @@ int cmd_server(int argc, char **argv) {
                 sc.server.clients_per_round, sc.server.min_clients, ma.broker);
     volatile sig_atomic_t stop = 0;
     cli_catch_stop_signals(&stop);
-    ef_mqtt_server_opts so = {.job = sc.server.job, .ordered_checkins = sc.server.min_clients,
+    if (allow_path && !o.quiet)
+        fprintf(stderr, "edgefl server: %zu clients on the allow-list%s\n", n_allowed,
+                ident ? ", messages signed" : "");
+    /* with an allow-list the server knows its clients in the list's order already */
+    ef_mqtt_server_opts so = {.job = sc.server.job,
+                              .ordered_checkins = allow_path ? 0 : sc.server.min_clients,
                               .stop = &stop, .after_round = after_round, .user = &ss,
                               .keep_retained = keep_retained};
     ef_mqtt_server_stats st = {0};
@@ -314,6 +336,7 @@ done:
     ef_server_free(s);
     ef_model_free(init);
     ef_pool_free(pool);
+    ef_identity_free(ident);
     ef_dataset_free(&test);
     cli_config_free(keep);
     return status;

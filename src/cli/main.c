@@ -13,6 +13,7 @@ static const cli_cmd COMMANDS[] = {
     {"privacy", "epsilon spent by DP noise and sampling (RDP accountant)", cmd_privacy},
     {"server", "run a federated job's server over an MQTT broker", cmd_server},
     {"client", "run a federated client over an MQTT broker", cmd_client},
+    {"keygen", "generate an Ed25519 key pair for a server or client", cmd_keygen},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 

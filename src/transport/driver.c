@@ -11,6 +11,7 @@
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/core_internal.h"
 #include "edgefl/transport.h"
@@ -196,14 +197,18 @@ ef_status ef_mqtt_run_server(ef_mqtt *m, ef_server *s, const ef_mqtt_server_opts
     memset(&r, 0, sizeof r);
     r.m = m, r.s = s, r.o = o;
     r.t0 = ef_now();
-    r.barrier_open = o->ordered_checkins == 0;
     ef_server_records(s, &r.n_records);
+    /* the barrier orders the first round's candidates; a server restored
+     * from a checkpoint already knows its clients in their order */
+    r.barrier_open = o->ordered_checkins == 0 || r.n_records > 0;
     ef_mqtt_topic(r.inbox, sizeof r.inbox, o->job, EF_SERVER_ID);
     ef_mqtt_topic(r.bcast, sizeof r.bcast, o->job, EF_BROADCAST_ID);
     ef_status st = ef_mqtt_subscribe(m, r.inbox);
     if (st == EF_OK)
         ef_log(EF_LOG_INFO, "server: job %llu, inbox %s, model on %s",
                (unsigned long long)o->job, r.inbox, r.bcast);
+    /* a restored server has clients online already: let it start a round */
+    if (st == EF_OK && (st = ef_server_tick(s, 0.0, &r.out)) == EF_OK) st = srv_settle(&r);
     while (st == EF_OK && !ef_server_done(s)) {
         if (o->stop && *o->stop) {
             st = ef__fail(EF_ERR_STATE, "server: interrupted");
@@ -256,6 +261,11 @@ typedef struct model_slot {
 typedef struct cli_run {
     ef_mqtt *m;
     ef_client *c;
+    ef_client_config cc;    /* of the current counter run */
+    const ef_trainer *tr;
+    uint32_t id;
+    size_t n_params;
+    uint64_t job;
     const ef_mqtt_client_opts *o;
     ef_mqtt_client_stats st;
     char inbox[64], bcast[64], server[64];
@@ -289,9 +299,51 @@ static ef_status cli_checkin(cli_run *r) {
     if (st == EF_OK) st = cli_publish(r);
     if (st == EF_OK) {
         r->st.checkins++;
-        ef_log(EF_LOG_INFO, "client %u: checked in", r->o->id);
+        ef_log(EF_LOG_INFO, "client %u: checked in", r->id);
     }
     return st;
+}
+
+uint64_t ef_mqtt_clock_seq(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+ef_status ef_mqtt_client_will(const ef_client_config *cc, ef_buf **out) {
+    *out = NULL;
+    size_t plen = 4;
+    ef_buf *b = ef_buf_new(EF_WIRE_HEADER + plen + (cc->sign_key ? EF_SIG_BYTES : 0));
+    if (!b) return EF_ERR_NOMEM;
+    uint8_t *p = b->data + EF_WIRE_HEADER;
+    p[0] = 1, p[1] = p[2] = p[3] = 0; /* reason 1: gone without a goodbye */
+    ef_wire_seal_task(b->data, EF_MSG_LEAVE, cc->job, 0, cc->id, cc->first_seq + EF_MQTT_WILL_GAP,
+                      0, plen);
+    if (cc->sign_key) ef_wire_sign(b->data, plen, cc->sign_key);
+    *out = b;
+    return EF_OK;
+}
+
+/* A reconnect on a new session: the broker may have published the will, so
+ * continue with a counter run above it and arm the next will. */
+static ef_status cli_renew(cli_run *r) {
+    ef_client_config cc = r->cc;
+    cc.first_seq = r->cc.first_seq + EF_MQTT_WILL_GAP + 1;
+    ef_client *c = NULL;
+    ef_buf *will = NULL;
+    ef_status st = ef_client_new(&c, &cc, r->tr);
+    if (st == EF_OK) st = ef_mqtt_client_will(&cc, &will);
+    if (st == EF_OK) st = ef_mqtt_set_will(r->m, r->server, will->data, will->len);
+    ef_buf_unref(will);
+    if (st != EF_OK) {
+        ef_client_free(c);
+        return st;
+    }
+    ef_client_free(r->c);
+    r->c = c;
+    r->cc = cc;
+    r->st.renewals++;
+    return EF_OK;
 }
 
 /* A MODEL on the broadcast topic: kept (the newest two versions). */
@@ -299,14 +351,14 @@ static void cli_model(cli_run *r, ef_buf *b) {
     ef_msg h;
     ef_model_msg mm;
     if (ef_wire_decode(b->data, b->len, (size_t)-1, &h) != EF_OK || h.type != EF_MSG_MODEL ||
-        h.job != r->o->job || h.sender != EF_SERVER_ID || ef_decode_model(&h, &mm) != EF_OK) {
+        h.job != r->job || h.sender != EF_SERVER_ID || ef_decode_model(&h, &mm) != EF_OK) {
         ef_log(EF_LOG_WARN, "client %u: ignoring a broadcast that is not this job's model",
-               r->o->id);
+               r->id);
         return;
     }
-    if (mm.n != r->o->n_params) {
-        ef_log(EF_LOG_WARN, "client %u: ignoring a model of %llu values (expected %zu)", r->o->id,
-               (unsigned long long)mm.n, r->o->n_params);
+    if (mm.n != r->n_params) {
+        ef_log(EF_LOG_WARN, "client %u: ignoring a model of %llu values (expected %zu)", r->id,
+               (unsigned long long)mm.n, r->n_params);
         return;
     }
     uint8_t hash[EF_HASH_BYTES];
@@ -321,7 +373,7 @@ static void cli_model(cli_run *r, ef_buf *b) {
     r->models[slot].buf = ef_buf_ref(b);
     r->models[slot].version = mm.version;
     memcpy(r->models[slot].hash, hash, EF_HASH_BYTES);
-    ef_log(EF_LOG_DEBUG, "client %u: model version %u received", r->o->id, mm.version);
+    ef_log(EF_LOG_DEBUG, "client %u: model version %u received", r->id, mm.version);
 }
 
 /* The model an inbox message needs: 1 and (version, hash) for TASK,
@@ -361,9 +413,9 @@ static ef_status cli_handle(cli_run *r, ef_buf *model, ef_buf *b, ef_msg_type ty
                             uint32_t round) {
     ef_status st;
     if (type == EF_MSG_TASK || type == EF_MSG_SA_SETUP)
-        ef_log(EF_LOG_INFO, "client %u: task received: round %u", r->o->id, round);
+        ef_log(EF_LOG_INFO, "client %u: task received: round %u", r->id, round);
     else if (type == EF_MSG_EVAL)
-        ef_log(EF_LOG_INFO, "client %u: evaluation received: round %u", r->o->id, round);
+        ef_log(EF_LOG_INFO, "client %u: evaluation received: round %u", r->id, round);
     double t0 = ef_now();
     if (model && (st = ef_client_handle(r->c, model, 0, &r->out)) != EF_OK) goto refused;
     if ((st = ef_client_handle(r->c, b, 0, &r->out)) != EF_OK) goto refused;
@@ -378,24 +430,24 @@ static ef_status cli_handle(cli_run *r, ef_buf *model, ef_buf *b, ef_msg_type ty
             r->st.tasks++;
             r->st.train_s += dt;
             ef_log(EF_LOG_INFO, "client %u: update sent: round %u, %u examples, loss %.4f, "
-                                "%.1f s, %zu bytes", r->o->id, h.round, u.n_examples,
+                                "%.1f s, %zu bytes", r->id, h.round, u.n_examples,
                    (double)u.train_loss, dt, e->buf->len);
         } else if (e->type == EF_MSG_SA_MASKED && ef_decode_sa_masked(&h, &sm) == EF_OK) {
             r->st.tasks++;
             r->st.train_s += dt;
             ef_log(EF_LOG_INFO, "client %u: masked update sent: round %u, %u examples, loss "
-                                "%.4f, %.1f s, %zu bytes", r->o->id, h.round, sm.n_examples,
+                                "%.4f, %.1f s, %zu bytes", r->id, h.round, sm.n_examples,
                    (double)sm.train_loss, dt, e->buf->len);
         } else if (e->type == EF_MSG_EVAL_RESULT) {
             r->st.evals++;
-            ef_log(EF_LOG_INFO, "client %u: evaluation sent: round %u", r->o->id, h.round);
+            ef_log(EF_LOG_INFO, "client %u: evaluation sent: round %u", r->id, h.round);
         }
     }
     return cli_publish(r);
 refused:
     if (st == EF_ERR_NOMEM) return st;
     r->st.refused++;
-    ef_log(EF_LOG_WARN, "client %u: refused %s for round %u: %s", r->o->id,
+    ef_log(EF_LOG_WARN, "client %u: refused %s for round %u: %s", r->id,
            ef_msg_type_name(type), round, ef_last_error());
     return cli_publish(r);
 }
@@ -443,7 +495,7 @@ static ef_status cli_drain(cli_run *r) {
             if (needs_model(r->fifo[i], &v2, h2, &rd2, &t2)) later = i;
         if (later) {
             r->st.superseded++;
-            ef_log(EF_LOG_INFO, "client %u: %s for round %u superseded by a newer one", r->o->id,
+            ef_log(EF_LOG_INFO, "client %u: %s for round %u superseded by a newer one", r->id,
                    ef_msg_type_name(type), round);
             cli_drop_fifo(r, later);
             continue;
@@ -451,7 +503,7 @@ static ef_status cli_drain(cli_run *r) {
         if (newest > version) {
             r->st.superseded++;
             ef_log(EF_LOG_WARN, "client %u: %s for model version %u given up: the broadcast "
-                                "model is at version %u; checking in again", r->o->id,
+                                "model is at version %u; checking in again", r->id,
                    ef_msg_type_name(type), version, newest);
             cli_drop_fifo(r, 1);
             /* the server still counts on this task: a check-in tells it to move on */
@@ -464,17 +516,19 @@ static ef_status cli_drain(cli_run *r) {
     return EF_OK;
 }
 
-ef_status ef_mqtt_run_client(ef_mqtt *m, ef_client *c, const ef_mqtt_client_opts *o,
-                             ef_mqtt_client_stats *stats) {
+ef_status ef_mqtt_run_client(ef_mqtt *m, const ef_client_config *cc, const ef_trainer *tr,
+                             const ef_mqtt_client_opts *o, ef_mqtt_client_stats *stats) {
     cli_run r;
     memset(&r, 0, sizeof r);
-    r.m = m, r.c = c, r.o = o;
-    ef_mqtt_topic(r.inbox, sizeof r.inbox, o->job, o->id);
-    ef_mqtt_topic(r.bcast, sizeof r.bcast, o->job, EF_BROADCAST_ID);
-    ef_mqtt_topic(r.server, sizeof r.server, o->job, EF_SERVER_ID);
+    r.m = m, r.cc = *cc, r.tr = tr, r.o = o;
+    r.id = cc->id, r.n_params = cc->n_params, r.job = cc->job;
+    ef_mqtt_topic(r.inbox, sizeof r.inbox, r.job, r.id);
+    ef_mqtt_topic(r.bcast, sizeof r.bcast, r.job, EF_BROADCAST_ID);
+    ef_mqtt_topic(r.server, sizeof r.server, r.job, EF_SERVER_ID);
     char bfilter[80];
     snprintf(bfilter, sizeof bfilter, "%s/#", r.bcast); /* the topic and its chunk topics */
-    ef_status st = ef_mqtt_subscribe(m, r.inbox);
+    ef_status st = ef_client_new(&r.c, &r.cc, tr);
+    if (st == EF_OK) st = ef_mqtt_subscribe(m, r.inbox);
     if (st == EF_OK) st = ef_mqtt_subscribe(m, bfilter);
     while (st == EF_OK) {
         if (o->stop && *o->stop) break;
@@ -487,11 +541,13 @@ ef_status ef_mqtt_run_client(ef_mqtt *m, ef_client *c, const ef_mqtt_client_opts
              * server still counts on. Training happens on this thread, so a
              * check-in never overtakes the answer to a task in progress. */
             if (msg.connection == 1 || !msg.session_present) {
-                if (msg.connection > 1)
-                    ef_log(EF_LOG_WARN, "client %u: the broker started a new session: checking "
-                                        "in again", o->id);
                 cli_drop_fifo(&r, r.n_fifo);
-                st = cli_checkin(&r);
+                if (msg.connection > 1) {
+                    ef_log(EF_LOG_WARN, "client %u: the broker started a new session: checking "
+                                        "in again", r.id);
+                    st = cli_renew(&r);
+                }
+                if (st == EF_OK) st = cli_checkin(&r);
             }
         } else if (msg.event == EF_MQTT_MESSAGE) {
             if (strcmp(msg.topic, r.bcast) == 0) {
@@ -511,11 +567,11 @@ ef_status ef_mqtt_run_client(ef_mqtt *m, ef_client *c, const ef_mqtt_client_opts
     }
     if (st == EF_OK) {
         /* leaving: tell the server (a normal disconnect cancels the will) */
-        st = ef_client_leave(c, 0, &r.out);
+        st = ef_client_leave(r.c, 0, &r.out);
         if (st == EF_OK) st = cli_publish(&r);
         if (st == EF_OK) {
-            ef_log(EF_LOG_INFO, "client %u: leaving", o->id);
-            if (ef_mqtt_flush(m, 10) != EF_OK) ef_log(EF_LOG_WARN, "client %u: %s", o->id,
+            ef_log(EF_LOG_INFO, "client %u: leaving", r.id);
+            if (ef_mqtt_flush(m, 10) != EF_OK) ef_log(EF_LOG_WARN, "client %u: %s", r.id,
                                                        ef_last_error());
         }
     }
@@ -523,6 +579,7 @@ ef_status ef_mqtt_run_client(ef_mqtt *m, ef_client *c, const ef_mqtt_client_opts
     ef_free(r.fifo);
     for (int i = 0; i < 2; i++) ef_buf_unref(r.models[i].buf);
     ef_outbox_free(&r.out);
+    ef_client_free(r.c);
     if (stats) *stats = r.st;
     return st;
 }

@@ -108,6 +108,7 @@ struct ef_mqtt {
     size_t n_ret;
     ef_mqtt_stats st;
     double next_sweep;
+    int will_dirty;     /* ef_mqtt_set_will: apply before the next connect */
 };
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -626,7 +627,28 @@ static double backoff_delay(const ef_mqtt *m, unsigned attempt) {
     return d * (0.5 + 0.5 * u);
 }
 
+/* Hands the will to libmosquitto (before a connect; mu held). */
+static int apply_will(ef_mqtt *m) {
+    if (!m->will_topic) return mosquitto_will_clear(m->mosq);
+    mosquitto_property *wp = NULL;
+    if (m->cfg.will_delay_s > 0)
+        mosquitto_property_add_int32(&wp, MQTT_PROP_WILL_DELAY_INTERVAL, m->cfg.will_delay_s);
+    int rc = mosquitto_will_set_v5(m->mosq, m->will_topic, (int)m->cfg.will_len, m->will, 1,
+                                   false, wp);
+    if (rc) mosquitto_property_free_all(&wp); /* on success libmosquitto owns them */
+    return rc;
+}
+
 static int try_connect(ef_mqtt *m) {
+    pthread_mutex_lock(&m->mu);
+    if (m->will_dirty) {
+        int wrc = apply_will(m);
+        if (wrc)
+            ef_log(EF_LOG_ERROR, "mqtt %s: setting the last will: %s", m->name,
+                   mosquitto_strerror(wrc));
+        m->will_dirty = 0;
+    }
+    pthread_mutex_unlock(&m->mu);
     mosquitto_property *props = NULL;
     if (m->cfg.session_expiry_s > 0)
         mosquitto_property_add_int32(&props, MQTT_PROP_SESSION_EXPIRY_INTERVAL,
@@ -828,17 +850,9 @@ ef_status ef_mqtt_new(ef_mqtt **out, const ef_mqtt_config *cfg) {
             goto fail;
         }
     }
-    if (m->will_topic) {
-        mosquitto_property *wp = NULL;
-        if (m->cfg.will_delay_s > 0)
-            mosquitto_property_add_int32(&wp, MQTT_PROP_WILL_DELAY_INTERVAL, m->cfg.will_delay_s);
-        rc = mosquitto_will_set_v5(m->mosq, m->will_topic, (int)m->cfg.will_len, m->will, 1,
-                                   false, wp);
-        if (rc) {
-            mosquitto_property_free_all(&wp);
-            st = mosq_fail(rc, "last will");
-            goto fail;
-        }
+    if (m->will_topic && (rc = apply_will(m)) != MOSQ_ERR_SUCCESS) {
+        st = mosq_fail(rc, "last will");
+        goto fail;
     }
     mosquitto_connect_v5_callback_set(m->mosq, on_connect);
     mosquitto_disconnect_v5_callback_set(m->mosq, on_disconnect);
@@ -881,6 +895,35 @@ ef_status ef_mqtt_subscribe(ef_mqtt *m, const char *filter) {
         if (rc != MOSQ_ERR_SUCCESS && rc != MOSQ_ERR_NO_CONN)
             return ef__fail(EF_ERR_STATE, "mqtt: subscribing to %s: %s", f, mosquitto_strerror(rc));
     }
+    return EF_OK;
+}
+
+ef_status ef_mqtt_set_will(ef_mqtt *m, const char *topic, const void *data, size_t len) {
+    if (topic && (mosquitto_pub_topic_check(topic) != MOSQ_ERR_SUCCESS || len == 0 ||
+                  len > (size_t)INT32_MAX))
+        return ef__fail(EF_ERR_INVALID, "mqtt: bad last-will topic or payload");
+    char *t = NULL;
+    uint8_t *w = NULL;
+    if (topic) {
+        t = ef_strdup(topic);
+        w = ef_malloc(len);
+        if (!t || !w) {
+            ef_free(t);
+            ef_free(w);
+            return EF_ERR_NOMEM;
+        }
+        memcpy(w, data, len);
+    }
+    pthread_mutex_lock(&m->mu);
+    ef_free(m->will_topic);
+    ef_free(m->will);
+    m->will_topic = t;
+    m->will = w;
+    m->cfg.will_topic = t;
+    m->cfg.will = w;
+    m->cfg.will_len = topic ? len : 0;
+    m->will_dirty = 1;
+    pthread_mutex_unlock(&m->mu);
     return EF_OK;
 }
 
