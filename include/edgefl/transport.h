@@ -131,8 +131,11 @@ EF_API ef_status ef_mqtt_new(ef_mqtt **out, const ef_mqtt_config *cfg);
 
 /*
  * Subscribes to `filter` (MQTT wildcards allowed) at QoS 1, now if
- * connected and again after every reconnect. The CONNECTED event of a
- * connection comes after the broker has acknowledged every subscription.
+ * connected and again on every connection. A connection sends its
+ * SUBSCRIBEs before its CONNECTED event is queued, so what the application
+ * publishes after that event reaches the broker after them (the broker
+ * handles a connection's packets in order). A refused subscription is
+ * logged as an error.
  */
 EF_API ef_status ef_mqtt_subscribe(ef_mqtt *m, const char *filter);
 
@@ -160,7 +163,7 @@ EF_API ef_status ef_mqtt_clear_retained(ef_mqtt *m, const char *topic);
 typedef enum ef_mqtt_event {
     EF_MQTT_NONE = 0,      /* the wait timed out */
     EF_MQTT_MESSAGE = 1,   /* a message arrived */
-    EF_MQTT_CONNECTED = 2  /* a connection is up and subscribed */
+    EF_MQTT_CONNECTED = 2  /* a connection is up (before any message it brings) */
 } ef_mqtt_event;
 
 typedef struct ef_mqtt_msg {
