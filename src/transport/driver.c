@@ -228,6 +228,7 @@ typedef struct cli_run {
 } cli_run;
 
 static void cli_drop_fifo(cli_run *r, size_t k) {
+    if (k == 0) return;
     for (size_t i = 0; i < k; i++) ef_buf_unref(r->fifo[i]);
     memmove(r->fifo, r->fifo + k, (r->n_fifo - k) * sizeof *r->fifo);
     r->n_fifo -= k;

@@ -60,6 +60,7 @@ bg "$EF" client --broker "$url" --config "$tmp/job.json" --client-index 1 --id 5
 "$EF" server --broker "$url" --config "$tmp/job.json" --json --key "$tmp/server.key" \
     --allow "$tmp/allow.txt" >"$tmp/auth.json" 2>"$tmp/auth.err" &
 server=$!
+bg_pids+=("$server")
 for _ in $(seq 600); do grep -q "task received: round 1" "$tmp/auth2.err" && break; sleep 0.1; done
 kill -9 "$victim"
 t0=$(date +%s)
@@ -91,6 +92,7 @@ done
 "$EF" server --broker "$url" --config "$tmp/job2.json" --state-dir "$tmp/state" \
     2>"$tmp/crash.err" >/dev/null &
 server=$!
+bg_pids+=("$server")
 for _ in $(seq 600); do grep -q "^round 2/4" "$tmp/crash.err" && break; sleep 0.1; done
 kill -9 "$server"
 wait "$server" 2>/dev/null || true
