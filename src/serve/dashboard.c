@@ -257,11 +257,11 @@ ef_status ef_dashboard_set_status(ef_dashboard *d, const ef_dashboard_status *st
     if (!d || !st) return ef__fail(EF_ERR_INVALID, "ef_dashboard_set_status: NULL argument");
     const char *job = st->job ? st->job : "";
     const char *phase = st->phase ? st->phase : "";
-    if (strnlen(job, EF_DASHBOARD_MAX_TEXT + 1) > EF_DASHBOARD_MAX_TEXT ||
-        strnlen(phase, EF_DASHBOARD_MAX_TEXT + 1) > EF_DASHBOARD_MAX_TEXT)
-        return ef__fail(EF_ERR_RANGE, "dashboard status: the %s is longer than %u bytes",
-                        strnlen(job, EF_DASHBOARD_MAX_TEXT + 1) > EF_DASHBOARD_MAX_TEXT ? "job"
-                                                                                   : "phase",
+    const char *too_long = strnlen(job, EF_DASHBOARD_MAX_TEXT + 1) > EF_DASHBOARD_MAX_TEXT ? "job"
+                           : strnlen(phase, EF_DASHBOARD_MAX_TEXT + 1) > EF_DASHBOARD_MAX_TEXT ? "phase"
+                                                                                             : NULL;
+    if (too_long)
+        return ef__fail(EF_ERR_RANGE, "dashboard status: the %s is longer than %u bytes", too_long,
                         EF_DASHBOARD_MAX_TEXT);
     char *job_copy = ef_strdup(job);
     char *phase_copy = ef_strdup(phase);
