@@ -122,6 +122,23 @@ static ef_status decode_as(ef_msg_type t, const ef_msg *m, const uint8_t *end) {
             abort();
         break;
     }
+    case EF_MSG_PARTIAL: {
+        ef_partial pa;
+        st = ef_decode_partial(m, &pa);
+        if (st != EF_OK) break;
+        if (pa.count == 0 || pa.entries != m->payload + EF_PARTIAL_FIXED ||
+            pa.raw != pa.entries + (size_t)pa.count * EF_PARTIAL_ENTRY || pa.raw + pa.n * 4 != end ||
+            !isfinite(pa.loss_sum))
+            abort();
+        uint32_t prev = 0;
+        for (uint32_t i = 0; i < pa.count; i++) {
+            ef_partial_entry e;
+            ef_partial_get(&pa, i, &e);
+            if (e.n_examples == 0 || e.client >= EF_BROADCAST_ID || (i && e.client <= prev)) abort();
+            prev = e.client;
+        }
+        break;
+    }
     default: /* the other SecAgg+ payloads: fuzz_secagg */
         return EF_ERR_FORMAT;
     }
@@ -137,20 +154,25 @@ static void check(const uint8_t *buf, size_t len) {
         want_refusal(st);
         return;
     }
-    /* the envelope: payload exactly the rest of the input, known type, no flags */
-    if (len < EF_WIRE_HEADER || m.payload != buf + EF_WIRE_HEADER ||
-        m.payload_len != len - EF_WIRE_HEADER || m.payload_len > MAX_PAYLOAD ||
-        m.type < EF_MSG_CHECKIN || m.type > EF_MSG_SA_REVEAL || m.flags != 0)
+    /* the envelope: payload exactly the rest of the input (less a signature),
+     * known type, no flags but EF_WIRE_SIGNED */
+    size_t tail = (m.flags & EF_WIRE_SIGNED) ? EF_SIG_BYTES : 0;
+    if (len < EF_WIRE_HEADER + tail || m.payload != buf + EF_WIRE_HEADER ||
+        m.payload_len != len - EF_WIRE_HEADER - tail || m.payload_len > MAX_PAYLOAD ||
+        m.type < EF_MSG_CHECKIN || m.type > EF_MSG_LAST || (m.flags & ~EF_WIRE_SIGNED) != 0 ||
+        (tail && m.sig != buf + EF_WIRE_HEADER + m.payload_len) || (!tail && m.sig))
         abort();
     /* sealing the decoded fields again gives back the input byte for byte */
-    uint8_t *again = malloc(len);
-    if (!again) abort();
-    memcpy(again + EF_WIRE_HEADER, m.payload, m.payload_len);
-    ef_wire_seal(again, m.type, m.job, m.round, m.sender, m.seq, m.payload_len);
-    if (memcmp(again, buf, len) != 0) abort();
-    free(again);
+    if (!tail) {
+        uint8_t *again = malloc(len);
+        if (!again) abort();
+        memcpy(again + EF_WIRE_HEADER, m.payload, m.payload_len);
+        ef_wire_seal_task(again, m.type, m.job, m.round, m.sender, m.seq, m.task, m.payload_len);
+        if (memcmp(again, buf, len) != 0) abort();
+        free(again);
+    }
     /* every decoder of another type refuses it; its own decides */
-    for (int t = EF_MSG_CHECKIN; t <= EF_MSG_SA_REVEAL; t++)
+    for (int t = EF_MSG_CHECKIN; t <= EF_MSG_LAST; t++)
         if (t != (int)m.type && decode_as((ef_msg_type)t, &m, buf + len) == EF_OK) abort();
     decode_as(m.type, &m, buf + len);
 }
@@ -162,9 +184,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (!fixed) abort();
         memcpy(fixed, data, size);
         uLong c = crc32(0L, Z_NULL, 0);
-        c = crc32(c, fixed, 36);
+        c = crc32(c, fixed, EF_WIRE_HEADER - 4);
         c = crc32(c, fixed + EF_WIRE_HEADER, (uInt)(size - EF_WIRE_HEADER));
-        for (int i = 0; i < 4; i++) fixed[36 + i] = (uint8_t)(c >> (8 * i));
+        for (int i = 0; i < 4; i++) fixed[EF_WIRE_HEADER - 4 + i] = (uint8_t)(c >> (8 * i));
         check(fixed, size);
         free(fixed);
     }

@@ -15,6 +15,8 @@ PACKAGES=(
     dataset-fashion-mnist
     # reference checks and peer benchmarks (PyTorch, numpy), /usr/bin/time
     python3 python3-numpy python3-torch time
+    # live dashboard (HTTP server) and its browser test
+    libmicrohttpd-dev chromium nodejs
 )
 
 missing=()

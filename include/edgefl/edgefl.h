@@ -27,5 +27,6 @@
 #include "edgefl/sim.h"
 #include "edgefl/accountant.h"
 #include "edgefl/identity.h"
+#include "edgefl/worker.h"
 
 #endif /* EDGEFL_EDGEFL_H */

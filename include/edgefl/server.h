@@ -116,6 +116,12 @@ typedef struct ef_server_config {
      * A restarted server must not reuse counters: deployments pass a
      * time-based value (e.g. microseconds since the epoch); 0 in simulation. */
     uint64_t first_seq;
+    /* Audit hook (tests, audits): called when a secure-aggregation round's
+     * sum is known, with the unmasked sum mod 2^bits (n_params words) and the
+     * ids of the clients whose inputs it contains. NULL: none. */
+    void (*sa_audit)(void *user, uint32_t round, const uint32_t *sum, size_t n, int bits,
+                     const uint32_t *clients, size_t n_clients);
+    void *sa_audit_user;
 } ef_server_config;
 
 #define EF_DP_OFF 0
@@ -181,6 +187,21 @@ EF_API ef_status ef_server_checkpoint(ef_server *s, const char *dir);
  * and the server is unchanged.
  */
 EF_API ef_status ef_server_restore(ef_server *s, const char *dir, int *restored);
+
+/*
+ * Registers scale-out aggregator worker `id` (public key pk; NULL allowed
+ * only without cfg.authenticate). Workers share the server inbox (an MQTT 5
+ * shared subscription), batch the clients' updates whose tasks they saw the
+ * server send, and send PARTIAL messages: the example-weighted mean of the
+ * batch and one entry per client (id, examples, task id, message counter).
+ * The server checks every entry against its open tasks (and counters) and
+ * adds the partial with the batch's total weight; any entry that does not
+ * answer an open task of the current round refuses the whole partial.
+ * Partials need synchronous rounds with a mean-based strategy and neither
+ * secure aggregation nor DP (EF_ERR_UNSUPPORTED otherwise). A worker id is
+ * never selected as a client. See include/edgefl/worker.h.
+ */
+EF_API ef_status ef_server_add_aggregator(ef_server *s, uint32_t id, const uint8_t *pk);
 
 /* Frees the server. NULL is a no-op. */
 EF_API void ef_server_free(ef_server *s);

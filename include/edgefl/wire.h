@@ -36,6 +36,11 @@
  *   EVAL         version u32, pad u32, hash[32]
  *   EVAL_RESULT  version u32, n_examples u32, loss_sum f64, correct u32, pad u32
  *   LEAVE        reason u32 (a client going away; over MQTT, its last will)
+ *   PARTIAL      version u32, count u32, n u64, loss_sum f64 (sum of n_examples x
+ *                train_loss), count entries of 24 bytes {client u32, n_examples u32,
+ *                task u64, seq u64} in increasing client order, then n floats: the
+ *                example-weighted mean of those clients' updates (an aggregator
+ *                worker's share of a round; see docs/deploy.md, scale-out)
  *
  * Padding words are reserved and must be zero. Decoders check every length
  * against the bytes actually present, reject unknown types, versions, flags
@@ -78,8 +83,12 @@ typedef enum ef_msg_type {
     EF_MSG_SA_FORWARD = 12,   /* server -> client: the shares addressed to it */
     EF_MSG_SA_MASKED = 13,    /* client -> server: its masked, quantized update */
     EF_MSG_SA_UNMASK = 14,    /* server -> client: whose shares to reveal */
-    EF_MSG_SA_REVEAL = 15     /* client -> server: the revealed shares */
+    EF_MSG_SA_REVEAL = 15,    /* client -> server: the revealed shares */
+    /* scale-out: an aggregator worker's partial aggregate of several clients' updates */
+    EF_MSG_PARTIAL = 16       /* worker -> server */
 } ef_msg_type;
+
+#define EF_MSG_LAST EF_MSG_PARTIAL
 
 /* Name of a message type ("update"), or "unknown". */
 EF_API const char *ef_msg_type_name(ef_msg_type t);
@@ -199,6 +208,26 @@ EF_API ef_status ef_decode_update(const ef_msg *m, ef_update *out);
 EF_API ef_status ef_decode_eval(const ef_msg *m, ef_eval_task *out);
 EF_API ef_status ef_decode_eval_result(const ef_msg *m, ef_eval_result *out);
 EF_API ef_status ef_decode_leave(const ef_msg *m, uint32_t *reason);
+/* One client's update inside a PARTIAL. */
+typedef struct ef_partial_entry {
+    uint32_t client, n_examples;
+    uint64_t task, seq;
+} ef_partial_entry;
+
+typedef struct ef_partial {
+    uint32_t version, count;
+    uint64_t n;
+    double loss_sum;
+    const uint8_t *entries; /* count x EF_PARTIAL_ENTRY bytes: use ef_partial_get */
+    const uint8_t *raw;     /* n little-endian floats */
+} ef_partial;
+
+/* PARTIAL: count >= 1, entries with n_examples >= 1 and strictly
+ * increasing client ids below EF_BROADCAST_ID, finite loss_sum. */
+EF_API ef_status ef_decode_partial(const ef_msg *m, ef_partial *out);
+/* Entry i (< count) of a decoded PARTIAL. */
+EF_API void ef_partial_get(const ef_partial *p, uint32_t i, ef_partial_entry *out);
+
 /* SA_SETUP: a TASK payload, then the SecAgg+ settings (checked for range:
  * index < n, 2 <= n, 1 <= t, 1 <= bits <= 32, levels >= 1, finite positive
  * clip and weight cap, dp_kind and flags known, dp values finite and >= 0). */
@@ -215,6 +244,8 @@ EF_API void ef_wire_floats(float *out, const uint8_t *raw, size_t n);
 #define EF_SA_SETUP_PAYLOAD (EF_TASK_PAYLOAD + 64)
 #define EF_SA_MASKED_FIXED 32
 #define EF_SA_FLAG_NO_MASK 1u
+#define EF_PARTIAL_FIXED 24
+#define EF_PARTIAL_ENTRY 24
 
 /* ---- reference-counted message buffers and outboxes --------------------- */
 

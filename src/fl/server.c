@@ -585,6 +585,15 @@ static ef_status sa_finish(ef_server *s, double now, ef_outbox *out) {
     if (st != EF_OK) return st;
     if (ns != n_summed)
         return ef__fail(EF_ERR_INTERNAL, "secure aggregation: %u summed, %u included", ns, n_summed);
+    if (s->cfg.sa_audit) {
+        uint32_t *ids = ef_malloc((n_summed ? n_summed : 1) * sizeof *ids);
+        if (!ids) return EF_ERR_NOMEM;
+        uint32_t k = 0;
+        for (uint32_t i = 0; i < a->p.n; i++)
+            if (ef_sa_server_included(a->srv, i)) ids[k++] = s->clients[a->part[i]].id;
+        s->cfg.sa_audit(s->cfg.sa_audit_user, s->round, sum, s->n_params, a->p.bits, ids, k);
+        ef_free(ids);
+    }
     if (a->dp_kind && n_summed < a->dp_min) {
         /* the clients' noise was sized for dp_min of them: releasing this sum
          * would spend more privacy than the accountant counts */
@@ -687,7 +696,7 @@ static ef_status on_sa_message(ef_server *s, double now, const ef_msg *m, size_t
                                                 "secure aggregation task open",
                                   ef_msg_type_name(m->type), c->id, m->round));
     uint32_t i = c->sa_index;
-    static const int stage_of[16] = {[EF_MSG_SA_ADVERTISE] = 1, [EF_MSG_SA_SHARES] = 2,
+    static const int stage_of[EF_MSG_LAST + 1] = {[EF_MSG_SA_ADVERTISE] = 1, [EF_MSG_SA_SHARES] = 2,
                                      [EF_MSG_SA_MASKED] = 3, [EF_MSG_SA_REVEAL] = 4};
     if (stage_of[m->type] != a->stage || a->heard[i] || !sa_in(s, i))
         return refuse(s, ef__fail(EF_ERR_STATE, "%s from client %u in secure aggregation stage %d",
@@ -895,6 +904,74 @@ static ef_status on_update(ef_server *s, double now, const ef_msg *m, size_t len
     return EF_OK;
 }
 
+/* A scale-out worker's partial aggregate: every entry must answer an open
+ * task of this round, or the whole partial is refused (its clients' updates
+ * are then late or stale anyway: the worker only batches updates whose task
+ * it saw the server send). */
+static ef_status on_partial(ef_server *s, double now, const ef_msg *m, size_t len,
+                            client_rec *w, ef_outbox *out) {
+    ef_partial pa;
+    ef_status st = ef_decode_partial(m, &pa);
+    if (st) return refuse(s, st);
+    if (s->cfg.async || s->cfg.secagg || s->cfg.dp ||
+        ef_strategy_keeps_updates(ef_strategy_get_config(s->strat)->kind))
+        return refuse(s, ef__fail(EF_ERR_UNSUPPORTED, "partial from worker %u: partial aggregates "
+                                                      "need synchronous rounds, a mean-based "
+                                                      "strategy, no secure aggregation and no DP",
+                                  w->id));
+    if (s->ph != P_TRAIN || m->round != s->round || pa.version != s->version) {
+        s->refused++;
+        s->rec.rejected += m->round == s->round;
+        return ef__fail(EF_ERR_STATE, "partial from worker %u for round %u, version %u: not the "
+                                      "open round (%u)", w->id, m->round, pa.version, s->round);
+    }
+    if (pa.n != s->n_params)
+        return refuse(s, ef__fail(EF_ERR_FORMAT, "partial from worker %u has %llu values, the "
+                                                 "model has %zu", w->id,
+                                  (unsigned long long)pa.n, s->n_params));
+    double weight = 0;
+    for (uint32_t i = 0; i < pa.count; i++) {
+        ef_partial_entry e;
+        ef_partial_get(&pa, i, &e);
+        client_rec *c = ef__server_find_client(s, e.client);
+        if (!c || c->aggregator || c->state != C_TRAINING || c->task_round != s->round ||
+            c->task_id != e.task || c->task_version != s->version)
+            return refuse(s, ef__fail(EF_ERR_STATE, "partial from worker %u: client %u has no "
+                                                    "open task %llu", w->id, e.client,
+                                      (unsigned long long)e.task));
+        if (s->cfg.authenticate && e.seq <= c->last_seq)
+            return refuse(s, ef__fail(EF_ERR_AUTH, "partial from worker %u: client %u's update "
+                                                   "replayed (counter %llu)", w->id, e.client,
+                                      (unsigned long long)e.seq));
+        weight += e.n_examples;
+    }
+    const float *mean = (const float *)(const void *)pa.raw;
+    float *tmp = NULL;
+    if (((uintptr_t)pa.raw & 3) != 0 || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__) {
+        if (!(tmp = ef_malloc((s->n_params ? s->n_params : 1) * sizeof(float)))) return EF_ERR_NOMEM;
+        ef_wire_floats(tmp, pa.raw, s->n_params);
+        mean = tmp;
+    }
+    st = ef_strategy_add(s->strat, mean, weight);
+    ef_free(tmp);
+    if (st == EF_ERR_NOMEM) return st;
+    if (st != EF_OK) return refuse(s, st); /* the tasks stay open: the deadline settles them */
+    for (uint32_t i = 0; i < pa.count; i++) {
+        ef_partial_entry e;
+        ef_partial_get(&pa, i, &e);
+        client_rec *c = ef__server_find_client(s, e.client);
+        c->state = C_IDLE;
+        if (e.seq > c->last_seq) c->last_seq = e.seq;
+    }
+    s->rec.completed += pa.count;
+    s->rec.bytes_up += len;
+    s->loss_sum += pa.loss_sum;
+    s->loss_w += weight;
+    if (s->rec.completed >= s->cfg.clients_per_round || round_settled(s))
+        return finish_round(s, now, out);
+    return EF_OK;
+}
+
 static ef_status on_eval_result(ef_server *s, double now, const ef_msg *m, size_t len,
                                 client_rec *c, ef_outbox *out) {
     ef_eval_result r;
@@ -955,6 +1032,12 @@ ef_status ef_server_handle(ef_server *s, double now, const uint8_t *buf, size_t 
         (st = ef__auth_incoming(buf, &m, c && c->has_pk ? c->pk : NULL,
                                 c ? &c->last_seq : NULL)) != EF_OK)
         return refuse(s, st);
+    if (c && c->aggregator) {
+        if (m.type == EF_MSG_PARTIAL) return on_partial(s, now, &m, len, c, out);
+        return refuse(s, ef__fail(EF_ERR_STATE, "%s from aggregator worker %u: workers send "
+                                                "partial aggregates only",
+                                  ef_msg_type_name(m.type), c->id));
+    }
     if (m.type == EF_MSG_CHECKIN) {
         ef_checkin ci;
         if ((st = ef_decode_checkin(&m, &ci)) != EF_OK) return refuse(s, st);
@@ -1234,10 +1317,23 @@ double ef_server_epsilon(const ef_server *s) {
     return eps;
 }
 
-ef_status ef_server_allow(ef_server *s, uint32_t id, const uint8_t pk[EF_PK_BYTES]) {
+static ef_status allow(ef_server *s, uint32_t id, const uint8_t *pk, int aggregator) {
     if (id >= EF_BROADCAST_ID)
         return ef__fail(EF_ERR_INVALID, "allow-list: reserved client id %u", id);
     client_rec *c = ef__server_find_client(s, id);
+    if (c && c->aggregator != aggregator)
+        return ef__fail(EF_ERR_INVALID, "allow-list: id %u is already a %s", id,
+                        c->aggregator ? "worker" : "client");
+    if (aggregator && c && c->state != C_OFFLINE)
+        return ef__fail(EF_ERR_INVALID, "allow-list: id %u is a client that checked in", id);
+    if (!pk) {
+        if (!c) {
+            ef_status st = ef__server_add_client(s, id, &c);
+            if (st) return st;
+        }
+        c->aggregator = (uint8_t)aggregator;
+        return EF_OK;
+    }
     if (c && c->has_pk && sodium_memcmp(c->pk, pk, EF_PK_BYTES) != 0)
         return ef__fail(EF_ERR_INVALID, "allow-list: client %u already has another key", id);
     if (!c) {
@@ -1246,5 +1342,17 @@ ef_status ef_server_allow(ef_server *s, uint32_t id, const uint8_t pk[EF_PK_BYTE
     }
     memcpy(c->pk, pk, EF_PK_BYTES);
     c->has_pk = 1;
+    c->aggregator = (uint8_t)aggregator;
     return EF_OK;
+}
+
+ef_status ef_server_allow(ef_server *s, uint32_t id, const uint8_t pk[EF_PK_BYTES]) {
+    if (!pk) return ef__fail(EF_ERR_INVALID, "allow-list: client %u without a key", id);
+    return allow(s, id, pk, 0);
+}
+
+ef_status ef_server_add_aggregator(ef_server *s, uint32_t id, const uint8_t *pk) {
+    if (s->cfg.authenticate && !pk)
+        return ef__fail(EF_ERR_INVALID, "aggregator %u: an authenticating server needs its key", id);
+    return allow(s, id, pk, 1);
 }

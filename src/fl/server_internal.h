@@ -24,6 +24,7 @@ typedef struct client_rec {
     uint64_t task_id;       /* seq of the TASK, SA_SETUP or EVAL message of its current task */
     uint64_t last_seq;      /* authentication: highest message counter seen from it */
     uint8_t has_pk;         /* on the allow-list */
+    uint8_t aggregator;     /* a scale-out aggregator worker (sends PARTIAL), not a client */
     uint8_t pk[EF_PK_BYTES];
 } client_rec;
 

@@ -257,6 +257,7 @@ ef_status ef_server_checkpoint(ef_server *s, const char *dir) {
     if (!cl) goto out;
     for (size_t i = 0; i < s->n_clients; i++) {
         const client_rec *c = &s->clients[i];
+        if (c->aggregator) continue; /* registered by the driver at every start */
         char seq[24];
         snprintf(seq, sizeof seq, "%llu", (unsigned long long)c->last_seq);
         cJSON *e = cJSON_CreateArray();

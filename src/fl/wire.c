@@ -32,6 +32,7 @@ const char *ef_msg_type_name(ef_msg_type t) {
     case EF_MSG_SA_MASKED: return "sa_masked";
     case EF_MSG_SA_UNMASK: return "sa_unmask";
     case EF_MSG_SA_REVEAL: return "sa_reveal";
+    case EF_MSG_PARTIAL: return "partial";
     }
     return "unknown";
 }
@@ -187,7 +188,7 @@ ef_status ef_wire_decode(const uint8_t *buf, size_t len, size_t max_payload, ef_
         return ef__fail(EF_ERR_FORMAT, "message: wire version %u, this build speaks %d", buf[4],
                         EF_WIRE_VERSION);
     uint8_t type = buf[5];
-    if (type < EF_MSG_CHECKIN || type > EF_MSG_SA_REVEAL)
+    if (type < EF_MSG_CHECKIN || type > EF_MSG_LAST)
         return ef__fail(EF_ERR_FORMAT, "message: unknown type %u", type);
     uint16_t flags = ef__rd16(buf + 6);
     if (flags & ~EF_WIRE_SIGNED)
@@ -335,6 +336,46 @@ ef_status ef_decode_sa_masked(const ef_msg *m, ef_sa_masked *out) {
                         out->n_examples == 0 ? "zero examples" : "non-finite training loss");
     out->raw = p + EF_SA_MASKED_FIXED;
     return EF_OK;
+}
+
+ef_status ef_decode_partial(const ef_msg *m, ef_partial *out) {
+    ef_status st;
+    if ((st = want_type(m, EF_MSG_PARTIAL))) return st;
+    if (m->payload_len < EF_PARTIAL_FIXED) return want_len(m, EF_PARTIAL_FIXED);
+    const uint8_t *p = m->payload;
+    out->version = ef__rd32(p);
+    out->count = ef__rd32(p + 4);
+    out->n = ef__rd64(p + 8);
+    out->loss_sum = ef__rdf64(p + 16);
+    if (out->count == 0) return ef__fail(EF_ERR_FORMAT, "partial payload: no entries");
+    if (!isfinite(out->loss_sum)) return ef__fail(EF_ERR_FORMAT, "partial payload: non-finite loss");
+    size_t fixed = EF_PARTIAL_FIXED;
+    if ((size_t)out->count > (m->payload_len - fixed) / EF_PARTIAL_ENTRY)
+        return ef__fail(EF_ERR_FORMAT, "partial payload: %u entries, %zu bytes follow", out->count,
+                        m->payload_len - fixed);
+    fixed += (size_t)out->count * EF_PARTIAL_ENTRY;
+    if ((st = vector_len(m, fixed, out->n))) return st;
+    out->entries = p + EF_PARTIAL_FIXED;
+    out->raw = p + fixed;
+    uint64_t prev = 0;
+    for (uint32_t i = 0; i < out->count; i++) {
+        ef_partial_entry e;
+        ef_partial_get(out, i, &e);
+        if (e.client >= EF_BROADCAST_ID || (i > 0 && e.client <= prev) || e.n_examples == 0)
+            return ef__fail(EF_ERR_FORMAT, "partial payload: entry %u (client %u, %u examples): "
+                                           "ids must increase, counts be >= 1", i, e.client,
+                            e.n_examples);
+        prev = e.client;
+    }
+    return EF_OK;
+}
+
+void ef_partial_get(const ef_partial *p, uint32_t i, ef_partial_entry *out) {
+    const uint8_t *e = p->entries + (size_t)i * EF_PARTIAL_ENTRY;
+    out->client = ef__rd32(e);
+    out->n_examples = ef__rd32(e + 4);
+    out->task = ef__rd64(e + 8);
+    out->seq = ef__rd64(e + 16);
 }
 
 ef_status ef_decode_update(const ef_msg *m, ef_update *out) {

@@ -372,7 +372,7 @@ static void decide_secagg(ef_sim *s, work *w, uint8_t type, double u_avail, doub
                           double u_when) {
     uint32_t c = w->ev.client;
     const ef_device_profile *pr = &s->cfg.profile;
-    static const int stage_of[16] = {[EF_MSG_SA_SETUP] = 1, [EF_MSG_SA_KEYS] = 2,
+    static const int stage_of[EF_MSG_LAST + 1] = {[EF_MSG_SA_SETUP] = 1, [EF_MSG_SA_KEYS] = 2,
                                      [EF_MSG_SA_FORWARD] = 3, [EF_MSG_SA_UNMASK] = 4};
     if (type == EF_MSG_SA_SETUP) {
         s->sa_drop[c] = 0;

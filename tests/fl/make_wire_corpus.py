@@ -29,7 +29,7 @@ VERSION = 2
 SERVER = 0xFFFFFFFF
 
 CHECKIN, MODEL, TASK, UPDATE, EVAL, EVAL_RESULT, LEAVE = range(1, 8)
-SA_SETUP, SA_MASKED = 8, 13
+SA_SETUP, SA_MASKED, PARTIAL = 8, 13, 16
 
 
 def seal(mtype, payload, job=JOB, rnd=3, sender=SERVER, seq=1, version=VERSION, flags=0,
@@ -85,6 +85,13 @@ def sa_masked(n=8, version=5, n_examples=600, loss=0.75, steps=38, flags=0, pad=
                        n if count is None else count) + words + tail
 
 
+def partial(ids=(3, 8, 21), version=5, count=None, n=4, loss_sum=7.5, n_ex=None, tail=b""):
+    n_ex = n_ex or [10 * (k + 1) for k in range(len(ids))]
+    head = struct.pack("<IIQd", version, len(ids) if count is None else count, n, loss_sum)
+    ents = b"".join(struct.pack("<IIQQ", c, e, 1000 + c, 50 + c) for c, e in zip(ids, n_ex))
+    return head + ents + floats(n, 0.002) + tail
+
+
 def evaltask(version=5):
     return struct.pack("<II32s", version, 0, HASH)
 
@@ -122,6 +129,8 @@ def corpus():
                                                          dp_clip=0.5, dp_noise=123.5))
     files["valid-sa_setup-nomask"] = seal(SA_SETUP, sa_setup(k=0, flags=1))
     files["valid-sa_masked"] = seal(SA_MASKED, sa_masked(), sender=17, seq=12)
+    files["valid-partial"] = seal(PARTIAL, partial(), sender=900, seq=4)
+    files["valid-partial-one"] = seal(PARTIAL, partial(ids=(0,), n=1), sender=900, seq=5)
     files["valid-sa_masked-clipbit"] = seal(SA_MASKED, sa_masked(n=1, flags=1), sender=2)
 
     # ---- envelopes refused by ef_wire_decode
@@ -135,7 +144,7 @@ def corpus():
     files["bad-env-version-1"] = seal(CHECKIN, checkin(), version=1)
     files["bad-env-version-255"] = seal(CHECKIN, checkin(), version=255)
     files["bad-env-type-0"] = seal(0, checkin())
-    files["bad-env-type-16"] = seal(16, checkin())
+    files["bad-env-type-17"] = seal(17, checkin())
     files["bad-env-type-255"] = seal(255, checkin())
     # flag 1 (signed) without the 64 signature bytes
     files["bad-env-flags-1"] = seal(CHECKIN, checkin(), flags=1)
@@ -235,6 +244,16 @@ def corpus():
     bp["sa_setup-dp-clip-neg"] = (SA_SETUP, sa_setup(dp_clip=-1.0))
     bp["sa_setup-dp-noise-nan"] = (SA_SETUP, sa_setup(dp_noise=math.nan))
     bp["sa_masked-short-fixed"] = (SA_MASKED, sa_masked()[:31])
+    bp["partial-empty"] = (PARTIAL, partial(ids=(), n=0))
+    bp["partial-count-high"] = (PARTIAL, partial(count=4))
+    bp["partial-count-low"] = (PARTIAL, partial(count=2))
+    bp["partial-ids-unsorted"] = (PARTIAL, partial(ids=(8, 3, 21)))
+    bp["partial-ids-repeated"] = (PARTIAL, partial(ids=(3, 3, 21)))
+    bp["partial-zero-examples"] = (PARTIAL, partial(n_ex=[10, 0, 5]))
+    bp["partial-nan-loss"] = (PARTIAL, partial(loss_sum=math.nan))
+    bp["partial-n-high"] = (PARTIAL, partial(n=4)[:-4])
+    bp["partial-trailing"] = (PARTIAL, partial(tail=b"\0"))
+    bp["partial-short-fixed"] = (PARTIAL, partial()[:23])
     bp["sa_masked-flags-2"] = (SA_MASKED, sa_masked(flags=2))
     bp["sa_masked-pad"] = (SA_MASKED, sa_masked(pad=1))
     bp["sa_masked-count-more"] = (SA_MASKED, sa_masked(count=9))

@@ -27,6 +27,7 @@
 #include "edgefl/server.h"
 #include "edgefl/strategy.h"
 #include "edgefl/wire.h"
+#include "edgefl/worker.h"
 #include "test_util.h"
 
 #define NP 8      /* model size: small enough that a TASK is larger than a MODEL */
@@ -163,6 +164,8 @@ static void on_round(void *user, ef_round_record *rec, const float *model, size_
 static const uint8_t *g_client_sk[MAXC];
 static const uint8_t *g_server_pk;
 static uint64_t g_client_first_seq;
+static void (*g_client_audit)(void *, uint32_t, uint32_t, const uint32_t *, size_t);
+static void *g_client_audit_user;
 
 /* n_eval[k] (NULL: all 5) gives each client's evaluation examples. */
 static net *net_new(const ef_server_config *cfg, const ef_strategy_config *strat, int n_clients,
@@ -190,7 +193,8 @@ static net *net_new(const ef_server_config *cfg, const ef_strategy_config *strat
         ef_client_config cc = {.job = cfg->job, .id = ID(k), .n_train = (uint32_t)(100 + k),
                                .n_eval = n_eval ? n_eval[k] : 5, .n_params = NP,
                                .sign_key = g_client_sk[k], .server_pk = g_server_pk,
-                               .first_seq = g_client_first_seq};
+                               .first_seq = g_client_first_seq, .sa_audit = g_client_audit,
+                               .sa_audit_user = g_client_audit_user};
         CHECK_OK(ef_client_new(&t->c[k], &cc, &tr));
     }
     return t;
@@ -1833,6 +1837,258 @@ static void test_checkpoint(void) {
     CHECK(system(cmd) == 0);
 }
 
+/* ---- scale-out workers --------------------------------------------------------- */
+
+/* Routes server output to the clients and lets every worker observe the
+ * TASKs (workers read the client inboxes). */
+static void route_observed(net *t, ef_worker **w, int nw) {
+    for (size_t i = 0; i < t->down.n; i++)
+        for (int j = 0; j < nw; j++)
+            if (t->down.v[i].type == EF_MSG_TASK)
+                CHECK_OK(ef_worker_observe(w[j], t->down.v[i].to, t->down.v[i].buf->data,
+                                           t->down.v[i].buf->len));
+    route(t);
+}
+
+/* Client k's pending messages go to worker k % nw (a shared subscription);
+ * the workers' output goes to the server. */
+static void through_workers(net *t, ef_worker **w, int nw, double now, int flush) {
+    ef_outbox o = {0};
+    for (int k = 0; k < t->n; k++)
+        while (t->up[k].n > 0) {
+            ef_buf *b = pop(&t->up[k], NULL);
+            CHECK_OK(ef_worker_handle(w[k % nw], now, b->data, b->len, &o));
+            ef_buf_unref(b);
+        }
+    for (int j = 0; j < nw; j++) CHECK_OK(ef_worker_tick(w[j], now, flush, &o));
+    for (size_t i = 0; i < o.n; i++)
+        CHECK_MSG(feed(t, now, o.v[i].buf->data, o.v[i].buf->len) == EF_OK, "%s: %s",
+                  ef_msg_type_name(o.v[i].type), ef_last_error());
+    ef_outbox_free(&o);
+}
+
+/* Two workers sharing the inbox give the model a flat run gives (up to the
+ * float rounding of each batch mean), every update counted once; duplicates
+ * are dropped, updates for tasks a worker did not see go to the server
+ * unchanged, a partial with a stale entry or a replayed partial is refused
+ * whole, and a worker cannot act as a client. */
+static void test_workers(void) {
+    static uint8_t cpk[MAXC][EF_PK_BYTES], csk[MAXC][EF_SK_BYTES];
+    uint8_t wpk[3][EF_PK_BYTES], wsk[3][EF_SK_BYTES], spk[EF_PK_BYTES], ssk[EF_SK_BYTES];
+    CHECK(sodium_init() >= 0);
+    crypto_sign_keypair(spk, ssk);
+    for (int j = 0; j < 3; j++) crypto_sign_keypair(wpk[j], wsk[j]);
+    for (int k = 0; k < 6; k++) {
+        crypto_sign_keypair(cpk[k], csk[k]);
+        g_client_sk[k] = csk[k];
+    }
+    g_server_pk = spk;
+    g_client_first_seq = 100;
+    ef_server_config cfg = base_config();
+    cfg.rounds = 2;
+    cfg.clients_per_round = 6;
+    cfg.min_clients = 6;
+    cfg.sign_key = ssk;
+    cfg.authenticate = 1;
+    ef_strategy_config sc = ef_strategy_defaults(EF_STRAT_FEDAVG);
+    /* flat reference */
+    net *a = net_new(&cfg, &sc, 6, NULL);
+    for (int k = 0; k < 6; k++) CHECK_OK(ef_server_allow(a->s, ID(k), cpk[k]));
+    for (int k = 0; k < 6; k++) checkin(a, k, 0.0);
+    pump(a, 1.0, NULL, 0);
+    CHECK(ef_server_done(a->s));
+    /* through two workers */
+    net *t = net_new(&cfg, &sc, 6, NULL);
+    for (int k = 0; k < 6; k++) CHECK_OK(ef_server_allow(t->s, ID(k), cpk[k]));
+    ef_worker *w[2];
+    for (int j = 0; j < 2; j++) {
+        CHECK_OK(ef_server_add_aggregator(t->s, 900 + j, wpk[j]));
+        ef_worker_config wc = {.job = JOB, .id = 900 + (uint32_t)j, .n_params = NP, .max_batch = 2,
+                               .flush_s = 0.5, .sign_key = wsk[j], .server_pk = spk,
+                               .authenticate = 1, .first_seq = 10};
+        CHECK_OK(ef_worker_new(&w[j], &wc));
+        for (int k = 0; k < 6; k++) CHECK_OK(ef_worker_allow(w[j], ID(k), cpk[k]));
+    }
+    CHECK(ef_server_add_aggregator(t->s, 902, NULL) == EF_ERR_INVALID); /* needs a key */
+    CHECK_OK(ef_server_add_aggregator(t->s, 902, wpk[2])); /* a faulty worker */
+    CHECK(ef_server_add_aggregator(t->s, ID(0), wpk[0]) == EF_ERR_INVALID); /* a client's id */
+    /* check-ins pass through the workers unchanged */
+    for (int k = 0; k < 6; k++) CHECK_OK(ef_client_checkin(t->c[k], &t->up[k]));
+    through_workers(t, w, 2, 0.0, 0);
+    CHECK(ef_worker_get_stats(w[0]).forwarded == 3 && ef_worker_get_stats(w[1]).forwarded == 3);
+    CHECK(t->down.n == 12); /* round 1: six MODEL + TASK pairs */
+    route_observed(t, w, 2);
+    /* a redelivered copy of client 0's update: batched once, the copy dropped */
+    ef_buf *copy = dup_buf(t->up[0].v[0].buf);
+    through_workers(t, w, 2, 1.0, 0);
+    ef_outbox o = {0};
+    CHECK_OK(ef_worker_handle(w[0], 1.0, copy->data, copy->len, &o));
+    CHECK(o.n == 0 && ef_worker_get_stats(w[0]).duplicates == 1);
+    ef_buf_unref(copy);
+    size_t nr;
+    ef_server_records(t->s, &nr);
+    /* max_batch 2: each worker sent one partial and holds one update */
+    CHECK(nr == 0);
+    CHECK(ef_worker_get_stats(w[0]).partials == 1 && ef_worker_get_stats(w[1]).partials == 1);
+    CHECK(ef_worker_next_timer(w[0]) == 1.5);
+    for (int j = 0; j < 2; j++) CHECK_OK(ef_worker_tick(w[j], 1.4, 0, &o));
+    CHECK(o.n == 0);
+    for (int j = 0; j < 2; j++) CHECK_OK(ef_worker_tick(w[j], 1.5, 0, &o));
+    CHECK(o.n == 2 && isinf(ef_worker_next_timer(w[0])));
+    for (size_t i = 0; i < o.n; i++) CHECK_OK(feed(t, 1.5, o.v[i].buf->data, o.v[i].buf->len));
+    ef_outbox_free(&o);
+    ef_server_records(t->s, &nr);
+    CHECK(nr == 1);
+    const ef_round_record *rec = ef_server_records(t->s, &nr);
+    CHECK(rec[0].completed == 6 && rec[0].aggregated == 1 && rec[0].rejected == 0);
+    /* round 2: worker 1 never saw client 1's task, so it forwards that update */
+    for (size_t i = 0; i < t->down.n; i++)
+        if (t->down.v[i].type == EF_MSG_TASK) {
+            CHECK_OK(ef_worker_observe(w[0], t->down.v[i].to, t->down.v[i].buf->data,
+                                       t->down.v[i].buf->len));
+            if (t->down.v[i].to != ID(1))
+                CHECK_OK(ef_worker_observe(w[1], t->down.v[i].to, t->down.v[i].buf->data,
+                                           t->down.v[i].buf->len));
+        }
+    /* a forged TASK is not learnt */
+    {
+        ef_buf *f = dup_buf(t->down.v[1].buf);
+        ef_msg m;
+        ef_wire_decode(f->data, f->len, (size_t)-1, &m);
+        ef_wire_sign(f->data, m.payload_len, wsk[0]);
+        CHECK(ef_worker_observe(w[1], ID(1), f->data, f->len) == EF_ERR_AUTH);
+        ef_buf_unref(f);
+    }
+    route(t);
+    /* a partial with a stale entry is refused whole; the model is unchanged */
+    {
+        ef_buf *u0 = dup_buf(t->up[0].v[0].buf);
+        ef_msg m;
+        ef_wire_decode(u0->data, u0->len, (size_t)-1, &m);
+        size_t plen = EF_PARTIAL_FIXED + EF_PARTIAL_ENTRY + NP * 4;
+        ef_buf *p = ef_buf_new(EF_WIRE_HEADER + plen + EF_SIG_BYTES);
+        uint8_t *q = p->data + EF_WIRE_HEADER;
+        memset(q, 0, plen);
+        wr32(q, ef_server_version(t->s));
+        wr32(q + 4, 1);
+        wr64(q + 8, NP);
+        wr32(q + 24, ID(0));
+        wr32(q + 28, 5);
+        wr64(q + 32, m.task + 1); /* not its task */
+        wr64(q + 40, m.seq);
+        ef_wire_seal_task(p->data, EF_MSG_PARTIAL, JOB, m.round, 902, 5000, 0, plen);
+        ef_wire_sign(p->data, plen, wsk[2]);
+        size_t nm;
+        float before[NP];
+        memcpy(before, ef_server_model(t->s, &nm), sizeof before);
+        CHECK(feed(t, 2.0, p->data, p->len) == EF_ERR_STATE);
+        CHECK(strstr(ef_last_error(), "no open task") != NULL);
+        /* the same partial signed by another worker's key: bad signature */
+        ef_wire_sign(p->data, plen, wsk[0]);
+        CHECK(feed(t, 2.0, p->data, p->len) == EF_ERR_AUTH);
+        CHECK(memcmp(before, ef_server_model(t->s, &nm), sizeof before) == 0);
+        ef_buf_unref(p);
+        /* a worker's own check-in is refused */
+        ef_buf *ci = ef_buf_new(EF_WIRE_HEADER + 8 + EF_SIG_BYTES);
+        memset(ci->data + EF_WIRE_HEADER, 0, 8);
+        ef_wire_seal(ci->data, EF_MSG_CHECKIN, JOB, 0, 902, 6000, 8);
+        ef_wire_sign(ci->data, 8, wsk[2]);
+        CHECK(feed(t, 2.0, ci->data, ci->len) == EF_ERR_STATE);
+        CHECK(strstr(ef_last_error(), "partial aggregates only") != NULL);
+        ef_buf_unref(ci);
+        ef_buf_unref(u0);
+    }
+    uint64_t fw1 = ef_worker_get_stats(w[1]).forwarded;
+    through_workers(t, w, 2, 3.0, 1);
+    CHECK(ef_worker_get_stats(w[1]).forwarded == fw1 + 1); /* client 1's update */
+    CHECK(ef_server_done(t->s));
+    size_t na, nb;
+    const ef_round_record *ra = ef_server_records(a->s, &na), *rb = ef_server_records(t->s, &nb);
+    CHECK(na == 2 && nb == 2 && rb[1].completed == 6 && rb[1].rejected == 3);
+    CHECK(fabs(ra[1].train_loss - rb[1].train_loss) < 1e-12);
+    const float *ma = ef_server_model(a->s, &na), *mb = ef_server_model(t->s, &nb);
+    for (int i = 0; i < NP; i++)
+        CHECK_MSG(fabsf(ma[i] - mb[i]) <= 1e-6f * fabsf(ma[i]) + 1e-7f, "w[%d] %g vs %g", i,
+                  (double)ma[i], (double)mb[i]);
+    for (int j = 0; j < 2; j++) ef_worker_free(w[j]);
+    net_free(a);
+    net_free(t);
+    for (int k = 0; k < 6; k++) g_client_sk[k] = NULL;
+    g_server_pk = NULL;
+    g_client_first_seq = 0;
+}
+
+/* ---- secure-aggregation audit hooks ------------------------------------------ */
+
+typedef struct audit {
+    uint32_t words[MAXC][NP];
+    int seen[MAXC];
+    uint32_t sum[NP];
+    uint32_t ids[MAXC];
+    size_t n_ids;
+    int bits, calls;
+} audit;
+
+static void client_audit(void *user, uint32_t client, uint32_t round, const uint32_t *w, size_t n) {
+    audit *a = user;
+    (void)round;
+    CHECK(n == NP);
+    memcpy(a->words[SLOT(client)], w, NP * sizeof *w);
+    a->seen[SLOT(client)] = 1;
+}
+
+static void server_audit(void *user, uint32_t round, const uint32_t *sum, size_t n, int bits,
+                         const uint32_t *ids, size_t n_ids) {
+    audit *a = user;
+    (void)round;
+    CHECK(n == NP && n_ids <= MAXC);
+    memcpy(a->sum, sum, NP * sizeof *sum);
+    memcpy(a->ids, ids, n_ids * sizeof *ids);
+    a->n_ids = n_ids;
+    a->bits = bits;
+    a->calls++;
+}
+
+/* The server's unmasked SecAgg+ sum is exactly the sum (mod 2^bits) of the
+ * inputs the included clients saw before masking; a client that left
+ * before sending its masked update is not among them. */
+static void test_secagg_audit(void) {
+    static audit a;
+    memset(&a, 0, sizeof a);
+    g_client_audit = client_audit;
+    g_client_audit_user = &a;
+    ef_server_config cfg = base_config();
+    cfg.rounds = 1;
+    cfg.clients_per_round = 6;
+    cfg.min_clients = 6;
+    cfg.secagg = EF_SECAGG_PLUS;
+    cfg.secagg_bits = 20;
+    cfg.secagg_clip = 8.0;
+    cfg.secagg_threshold = 2;
+    cfg.sa_audit = server_audit;
+    cfg.sa_audit_user = &a;
+    ef_strategy_config sc = ef_strategy_defaults(EF_STRAT_FEDAVG);
+    net *t = net_new(&cfg, &sc, 6, NULL);
+    for (int k = 0; k < 6; k++) checkin(t, k, 0.0);
+    leave(t, 4, 0.0); /* gone before it could send anything */
+    for (int i = 0; i < 8 && !ef_server_done(t->s); i++) pump(t, 1.0, NULL, 0);
+    CHECK(ef_server_done(t->s));
+    CHECK(a.calls == 1 && a.n_ids == 5 && a.bits == 20);
+    uint32_t mask = (1u << 20) - 1, want[NP] = {0};
+    for (size_t i = 0; i < a.n_ids; i++) {
+        int k = SLOT(a.ids[i]);
+        CHECK(k != 4 && a.seen[k]);
+        for (int j = 0; j < NP; j++) want[j] = (want[j] + a.words[k][j]) & mask;
+    }
+    CHECK(memcmp(want, a.sum, sizeof want) == 0);
+    size_t nr;
+    const ef_round_record *r = ef_server_records(t->s, &nr);
+    CHECK(nr == 1 && r[0].aggregated == 1 && r[0].completed == 5);
+    net_free(t);
+    g_client_audit = NULL;
+    g_client_audit_user = NULL;
+}
+
 int main(void) {
     test_sync_rounds();
     test_dp_budget();
@@ -1845,5 +2101,7 @@ int main(void) {
     test_determinism();
     test_authentication();
     test_checkpoint();
+    test_workers();
+    test_secagg_audit();
     return tu_finish("fl/test_server");
 }

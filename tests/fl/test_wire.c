@@ -146,8 +146,10 @@ static ef_status decode_as(ef_msg_type t, const ef_msg *m) {
     ef_eval_result er;
     ef_sa_setup sa;
     ef_sa_masked sm;
+    ef_partial pa;
     uint32_t reason;
     switch (t) {
+    case EF_MSG_PARTIAL: return ef_decode_partial(m, &pa);
     case EF_MSG_CHECKIN: return ef_decode_checkin(m, &ci);
     case EF_MSG_MODEL: return ef_decode_model(m, &mo);
     case EF_MSG_TASK: return ef_decode_task(m, &ta);
@@ -192,9 +194,50 @@ static size_t good_payload(ef_msg_type t, uint8_t *p) {
         ef__wr32(p + 16, 1), ef__wr64(p + 24, 3);
         for (int i = 0; i < 3; i++) ef__wr32(p + EF_SA_MASKED_FIXED + 4 * i, 0xDEADBEEFu + i);
         return EF_SA_MASKED_FIXED + 12;
+    case EF_MSG_PARTIAL: /* 2 entries, 3 floats */
+        memset(p, 0, EF_PARTIAL_FIXED + 2 * EF_PARTIAL_ENTRY);
+        ef__wr32(p, 1), ef__wr32(p + 4, 2), ef__wr64(p + 8, 3), ef__wrf64(p + 16, 1.5);
+        ef__wr32(p + 24, 4), ef__wr32(p + 28, 10), ef__wr64(p + 32, 99), ef__wr64(p + 40, 7);
+        ef__wr32(p + 48, 9), ef__wr32(p + 52, 20), ef__wr64(p + 56, 98), ef__wr64(p + 64, 8);
+        for (int i = 0; i < 3; i++) ef__wrf32(p + 72 + 4 * i, v[i]);
+        return 84;
     default: break;
     }
     return 0;
+}
+
+/* PARTIAL: entries and floats read back; a count or entry list that does not
+ * add up, decreasing or repeated ids, zero examples and a NaN loss are
+ * refused. */
+static void test_partial(void) {
+    uint8_t pl[256];
+    ef_msg m;
+    size_t n = good_payload(EF_MSG_PARTIAL, pl);
+    uint8_t *b = envelope(EF_MSG_PARTIAL, pl, n, &m);
+    ef_partial pa;
+    CHECK_OK(ef_decode_partial(&m, &pa));
+    CHECK(pa.version == 1 && pa.count == 2 && pa.n == 3 && pa.loss_sum == 1.5);
+    ef_partial_entry e;
+    ef_partial_get(&pa, 1, &e);
+    CHECK(e.client == 9 && e.n_examples == 20 && e.task == 98 && e.seq == 8);
+    float f[3];
+    ef_wire_floats(f, pa.raw, 3);
+    CHECK(f[1] == -2.0f);
+    free(b);
+    struct { size_t off; int bytes; uint64_t v; const char *why; } bad[] = {
+        {4, 4, 0, "no entries"},         {4, 4, 3, "entries"},
+        {8, 8, 4, "declares"},           {16, 8, 0x7FF8000000000000ull, "loss"},
+        {48, 4, 4, "ids must increase"}, {48, 4, 2, "ids must increase"},
+        {28, 4, 0, "counts"},            {48, 4, EF_BROADCAST_ID, "ids"}};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        uint8_t q[256];
+        memcpy(q, pl, n);
+        if (bad[i].bytes == 4) ef__wr32(q + bad[i].off, (uint32_t)bad[i].v);
+        else ef__wr64(q + bad[i].off, bad[i].v);
+        b = envelope(EF_MSG_PARTIAL, q, n, &m);
+        CHECK_REJECT(ef_decode_partial(&m, &pa), bad[i].why);
+        free(b);
+    }
 }
 
 static void check_envelope_fields(const ef_msg *m, const uint8_t *buf, ef_msg_type type,
@@ -457,7 +500,7 @@ static void test_envelope_rejects(void) {
     }
 
     /* unknown types, with a correct CRC so only the type check can catch them */
-    const int types[3] = {0, 16, 255};
+    const int types[3] = {0, EF_MSG_LAST + 1, 255};
     for (int i = 0; i < 3; i++) {
         size_t l2;
         uint8_t *u = seal_msg((ef_msg_type)types[i], pl, plen, &l2);
@@ -606,15 +649,17 @@ static void test_every_bit_flip(void) {
 /* ---- malformed payloads ----------------------------------------------------- */
 
 /* Each decoder refuses every other type, even with a well-formed payload. */
-static int typed(int t) { return t <= EF_MSG_LEAVE || t == EF_MSG_SA_SETUP || t == EF_MSG_SA_MASKED; }
+static int typed(int t) {
+    return t <= EF_MSG_LEAVE || t == EF_MSG_SA_SETUP || t == EF_MSG_SA_MASKED || t == EF_MSG_PARTIAL;
+}
 
 static void test_wrong_type(void) {
     uint8_t pl[256];
-    for (int t = EF_MSG_CHECKIN; t <= EF_MSG_SA_REVEAL; t++) {
+    for (int t = EF_MSG_CHECKIN; t <= EF_MSG_LAST; t++) {
         if (!typed(t)) continue;
         ef_msg m;
         uint8_t *b = envelope((ef_msg_type)t, pl, good_payload((ef_msg_type)t, pl), &m);
-        for (int d = EF_MSG_CHECKIN; d <= EF_MSG_SA_REVEAL; d++) {
+        for (int d = EF_MSG_CHECKIN; d <= EF_MSG_LAST; d++) {
             if (!typed(d)) continue;
             if (d == t) {
                 CHECK_MSG(decode_as((ef_msg_type)d, &m) == EF_OK, "%s: %s",
@@ -1034,7 +1079,8 @@ static void test_type_names(void) {
     CHECK(strcmp(ef_msg_type_name(EF_MSG_SA_SETUP), "sa_setup") == 0);
     CHECK(strcmp(ef_msg_type_name(EF_MSG_SA_MASKED), "sa_masked") == 0);
     CHECK(strcmp(ef_msg_type_name(EF_MSG_SA_REVEAL), "sa_reveal") == 0);
-    CHECK(strcmp(ef_msg_type_name((ef_msg_type)16), "unknown") == 0);
+    CHECK(strcmp(ef_msg_type_name(EF_MSG_PARTIAL), "partial") == 0);
+    CHECK(strcmp(ef_msg_type_name((ef_msg_type)(EF_MSG_LAST + 1)), "unknown") == 0);
     CHECK(strcmp(ef_msg_type_name((ef_msg_type)255), "unknown") == 0);
     CHECK(strcmp(ef_msg_type_name((ef_msg_type)-1), "unknown") == 0);
 }
@@ -1093,6 +1139,7 @@ int main(void) {
     test_roundtrip_eval_result();
     test_roundtrip_leave();
     test_envelope_rejects();
+    test_partial();
     test_signatures();
     test_every_bit_flip();
     test_wrong_type();

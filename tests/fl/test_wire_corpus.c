@@ -46,7 +46,7 @@ static uint8_t *slurp(const char *path, size_t *len) {
 /* The message type named at the start of s ("eval_result-..." -> 6), or 0. */
 static int type_of_name(const char *s) {
     size_t k = strcspn(s, "-.");
-    for (int t = EF_MSG_CHECKIN; t <= EF_MSG_SA_REVEAL; t++) {
+    for (int t = EF_MSG_CHECKIN; t <= EF_MSG_LAST; t++) {
         const char *name = ef_msg_type_name((ef_msg_type)t);
         if (strlen(name) == k && strncmp(s, name, k) == 0) return t;
     }
@@ -120,6 +120,15 @@ static ef_status decode_payload(const ef_msg *m, const char *file) {
                       (unsigned long long)sm.n, m->payload_len);
         break;
     }
+    case EF_MSG_PARTIAL: {
+        ef_partial pa;
+        if ((st = ef_decode_partial(m, &pa)) == EF_OK)
+            CHECK_MSG(pa.raw == m->payload + EF_PARTIAL_FIXED + pa.count * EF_PARTIAL_ENTRY &&
+                          pa.raw + pa.n * 4 == m->payload + m->payload_len,
+                      "%s: partial of %u entries, %llu floats in %zu bytes", file, pa.count,
+                      (unsigned long long)pa.n, m->payload_len);
+        break;
+    }
     default: /* the other SecAgg+ payloads are checked by the SecAgg+ machines */
         st = EF_OK;
         break;
@@ -143,7 +152,7 @@ int main(void) {
     CHECK_MSG(n > 0, "%s: %s", CORPUS, n < 0 ? "cannot read the folder" : "no files");
     if (n <= 0) return tu_finish("test_wire_corpus");
 
-    int valid_of_type[EF_MSG_SA_REVEAL + 1] = {0};
+    int valid_of_type[EF_MSG_LAST + 1] = {0};
     int n_valid = 0, n_bad_env = 0, n_bad_payload = 0, n_bad_other = 0;
     for (int i = 0; i < n; i++) {
         const char *name = names[i]->d_name;
@@ -222,8 +231,8 @@ int main(void) {
     }
     free(names);
 
-    for (int t = EF_MSG_CHECKIN; t <= EF_MSG_SA_REVEAL; t++)
-        if (t <= EF_MSG_LEAVE || t == EF_MSG_SA_SETUP || t == EF_MSG_SA_MASKED)
+    for (int t = EF_MSG_CHECKIN; t <= EF_MSG_LAST; t++)
+        if (t <= EF_MSG_LEAVE || t == EF_MSG_SA_SETUP || t == EF_MSG_SA_MASKED || t == EF_MSG_PARTIAL)
             CHECK_MSG(valid_of_type[t] > 0, "no valid %s message in the corpus",
                       ef_msg_type_name((ef_msg_type)t));
     CHECK_MSG(n_bad_env > 0 && n_bad_payload > 0, "the corpus lacks bad-env-* or bad-payload-*");
