@@ -329,16 +329,16 @@ static ef_status finish_train(ef_gateway *g, ef_outbox *out) {
         ef_buf *b = ef__msg_new(plen, g->sk != NULL);
         if (!b) return EF_ERR_NOMEM;
         uint8_t *p = b->data + EF_WIRE_HEADER;
-        double inv_n = (double)g->n_ex;
+        double total = (double)g->n_ex;
         ef__wr32(p, g->version);
         ef__wr32(p + 4, (uint32_t)g->n_ex); /* kept <= UINT32_MAX on accept */
-        ef__wrf32(p + 8, (float)(g->loss_sum / inv_n));
+        ef__wrf32(p + 8, (float)(g->loss_sum / total));
         ef__wr32(p + 12, g->steps);
         ef__wr32(p + 16, 0);
         ef__wr32(p + 20, 0);
         ef__wr64(p + 24, n);
         for (size_t j = 0; j < n; j++)
-            ef__wrf32(p + EF_UPDATE_FIXED + 4 * j, (float)(g->acc[j] / inv_n));
+            ef__wrf32(p + EF_UPDATE_FIXED + 4 * j, (float)(g->acc[j] / total));
         ef__msg_seal(b, EF_MSG_UPDATE, g->cfg.job, g->up_round, g->cfg.id, ++g->seq, g->up_task,
                      plen, g->sk);
         if ((st = ef_outbox_push(out, EF_SERVER_ID, EF_MSG_UPDATE, b)) != EF_OK) {
