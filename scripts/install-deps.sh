@@ -15,6 +15,8 @@ PACKAGES=(
     dataset-fashion-mnist
     # reference checks and peer benchmarks (PyTorch, numpy), /usr/bin/time
     python3 python3-numpy python3-torch time
+    # deploy/mosquitto: broker, mosquitto_pub/_sub for tests/deploy, test certificates
+    mosquitto mosquitto-clients openssl
 )
 
 missing=()
