@@ -29,7 +29,7 @@ die() { echo "$prog: $*" >&2; exit 1; }
 bad() { echo "$prog: $*" >&2; exit 2; }
 usage() { sed -n '/^# usage:/,/^# Exit status/p' "$0" | sed -e 's/^# \{0,1\}//' >&"$2"; exit "$1"; }
 
-port= certs= acl=$here/acl include= plain=0 fg=0 stop=0
+port='' certs='' acl=$here/acl include='' plain=0 fg=0 stop=0
 while [ $# -gt 0 ]; do
     case $1 in
         --port) [ $# -ge 2 ] || bad "--port needs a number"; port=$2; shift 2 ;;
@@ -171,7 +171,7 @@ free_port() {
 }
 
 log=$state/mosquitto.log
-for attempt in 1 2 3 4 5; do
+for _ in 1 2 3 4 5; do
     p=$port
     [ -n "$p" ] || p=$(free_port) || die "no free port found"
     gen "$p" >"$state/mosquitto.conf.tmp" || die "cannot generate the configuration"

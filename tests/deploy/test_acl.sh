@@ -32,6 +32,7 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] ||
     { echo "SKIP: mosquitto not found (apt-get install mosquitto)"; exit 77; }
 
 source "$(dirname "$0")/../cli/common.sh" "${1:-unused}"
+: "${tmp:?common.sh sets the scratch directory}"
 
 declare -A subpid=()
 cleanup() {
