@@ -17,6 +17,8 @@ PACKAGES=(
     python3 python3-numpy python3-torch time
     # live dashboard (HTTP server) and its browser test
     libmicrohttpd-dev chromium nodejs
+    # deploy/mosquitto: broker, mosquitto_pub/_sub for tests/deploy, test certificates
+    mosquitto mosquitto-clients openssl
 )
 
 missing=()
