@@ -15,8 +15,12 @@ PACKAGES=(
     dataset-fashion-mnist
     # reference checks and peer benchmarks (PyTorch, numpy), /usr/bin/time
     python3 python3-numpy python3-torch time
-    # MQTT transport: the client library and the broker the tests and examples start
-    libmosquitto-dev mosquitto
+    # live dashboard (HTTP server) and its browser test
+    libmicrohttpd-dev chromium nodejs
+    # deploy/mosquitto: broker, mosquitto_pub/_sub for tests/deploy, test certificates
+    mosquitto mosquitto-clients openssl
+    # MQTT transport: the client library (the tests and examples start the broker above)
+    libmosquitto-dev
 )
 
 missing=()
