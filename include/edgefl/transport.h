@@ -235,6 +235,8 @@ EF_API const char *ef_mqtt_online_topic(char *buf, size_t n, uint64_t job);
 
 /* ---- drivers -------------------------------------------------------------- */
 
+struct ef_mqtt_server_stats;
+
 typedef struct ef_mqtt_server_opts {
     uint64_t job;
     /* Polled between messages; a non-zero value stops the run (EF_ERR_STATE,
@@ -242,8 +244,9 @@ typedef struct ef_mqtt_server_opts {
     const volatile sig_atomic_t *stop;
     /* Called after a message or timer that finished one or more rounds, once
      * the resulting messages are published (a consistent point for
-     * checkpoints). A non-OK return stops the run with that status. */
-    ef_status (*after_round)(void *user, ef_server *s);
+     * checkpoints), with the counters so far. A non-OK return stops the run
+     * with that status. */
+    ef_status (*after_round)(void *user, ef_server *s, const struct ef_mqtt_server_stats *st);
     void *user;
     /* Keep the retained model when the run ends (0: delete it). */
     int keep_retained;

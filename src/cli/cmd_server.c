@@ -14,6 +14,7 @@
 
 #include "cli.h"
 #include "edgefl/identity.h"
+#include "edgefl/serve.h"
 #include "edgefl/transport.h"
 #include "job.h"
 #include "mqtt_args.h"
@@ -21,7 +22,7 @@
 static const char *USAGE =
     "edgefl server --broker mqtt[s]://HOST:PORT --config job.json [--state-dir DIR]\n"
     "                     [--key FILE] [--allow FILE] [--tls-ca F --tls-cert F --tls-key F]\n"
-    "                     [--json] [--metrics FILE.jsonl]";
+    "                     [--http HOST:PORT] [--json] [--metrics FILE.jsonl]";
 static const char *DESC =
     "Runs the server of a federated job over an MQTT 5 broker. The job's options (or the\n"
     "--config JSON file, the same as 'edgefl simulate --config') set the rounds, strategy,\n"
@@ -46,7 +47,33 @@ typedef struct srv_state {
     ef_status eval_status;
     double best_acc;
     const char *state_dir;
+    ef_dashboard *dash;
+    char job[32];
+    double dp_delta;
 } srv_state;
+
+/* The dashboard's view of the run (--http). */
+static void dash_status(srv_state *ss, const ef_server *s, const char *phase,
+                        const ef_mqtt_server_stats *st) {
+    if (!ss->dash) return;
+    ef_dashboard_status d = ef_dashboard_status_empty();
+    size_t nr;
+    const ef_round_record *recs = ef_server_records(s, &nr);
+    d.job = ss->job;
+    d.phase = phase;
+    d.round = ef_server_done(s) ? (uint32_t)nr : (uint32_t)nr + 1;
+    d.rounds = ss->rounds;
+    d.clients_known = (uint32_t)ef_server_clients(s);
+    for (size_t i = 0; i < nr; i++) d.bytes_up += recs[i].bytes_up, d.bytes_down += recs[i].bytes_down;
+    if (st) {
+        d.updates_received = st->updates_received;
+        d.updates_rejected = st->refused;
+    }
+    double eps = ef_server_epsilon(s);
+    if (isfinite(eps)) d.epsilon = eps, d.delta = ss->dp_delta;
+    if (ef_dashboard_set_status(ss->dash, &d) != EF_OK)
+        ef_log(EF_LOG_WARN, "server: dashboard: %s", ef_last_error());
+}
 
 static void on_round(void *user, ef_round_record *rec, const float *model, size_t n) {
     srv_state *ss = user;
@@ -87,12 +114,15 @@ static void on_round(void *user, ef_round_record *rec, const float *model, size_
                       rec->sim_end - rec->sim_start, elapsed, eta);
     cli_progress_done(&ss->prog);
     if (rec->note[0] && !ss->prog.quiet) fprintf(stderr, "  round %u: %s\n", rec->round, rec->note);
+    if (ss->dash && ef_dashboard_add_round(ss->dash, rec) != EF_OK)
+        ef_log(EF_LOG_WARN, "server: dashboard: %s", ef_last_error());
 }
 
 /* After every round, once its messages are out: a checkpoint (written
  * atomically; the previous one stays valid if this one fails). */
-static ef_status after_round(void *user, ef_server *s) {
+static ef_status after_round(void *user, ef_server *s, const ef_mqtt_server_stats *stats) {
     srv_state *ss = user;
+    dash_status(ss, s, ef_server_done(s) ? "done" : "training", stats);
     if (!ss->state_dir) return EF_OK;
     ef_status st = ef_server_checkpoint(s, ss->state_dir);
     if (st != EF_OK)
@@ -130,20 +160,21 @@ int cmd_server(int argc, char **argv) {
     job_defaults(&o);
     mqtt_args ma;
     mqtt_args_defaults(&ma);
-    const char *state_dir = NULL, *key_path = NULL, *allow_path = NULL;
+    const char *state_dir = NULL, *key_path = NULL, *allow_path = NULL, *http = NULL;
     int min_clients = 0, keep_retained = 0;
-    cli_opt extra[MQTT_ARGS_N + 6];
+    cli_opt extra[MQTT_ARGS_N + 7];
     mqtt_args_options(&ma, extra);
     cli_opt mine[] = {
         {"state-dir", CLI_STR, &state_dir, "DIR", "checkpoint after every round into DIR and resume from it", 0, 0, NULL, 0},
         {"key", CLI_STR, &key_path, "FILE", "the server's secret key (edgefl keygen): sign every message", 0, 0, NULL, 0},
         {"allow", CLI_STR, &allow_path, "FILE", "allow-list of client ids and public keys: refuse everyone else", 0, 0, NULL, 0},
+        {"http", CLI_STR, &http, "HOST:PORT", "serve the live dashboard (docs/dashboard.md) on HOST:PORT", 0, 0, NULL, 0},
         {"min-clients", CLI_INT, &min_clients, "N", "check-ins to wait for before the first round (default --clients)", 1, 10000000, NULL, 0},
         {"keep-retained", CLI_FLAG, &keep_retained, NULL, "leave the last model retained on the broker at the end", 0, 0, NULL, 0},
         {0},
     };
     memcpy(extra + MQTT_ARGS_N, mine, sizeof mine);
-    cli_opt table[JOB_MAX_OPTS + MQTT_ARGS_N + 6];
+    cli_opt table[JOB_MAX_OPTS + MQTT_ARGS_N + 7];
     void *keep = NULL;
     int help;
     int rc = job_parse("server", argc, argv, &o, JOB_SERVER, extra, table, &help, USAGE, DESC,
@@ -191,6 +222,8 @@ int cmd_server(int argc, char **argv) {
     ef_model_init(init, sc.seed);
     ss.eval_model = init;
     ss.test = &test;
+    ss.dp_delta = sc.server.dp_delta;
+    snprintf(ss.job, sizeof ss.job, "%llu", (unsigned long long)sc.server.job);
     ss.eval_every = sc.eval_every;
     ss.eval_limit = sc.eval_limit;
     ss.rounds = sc.server.rounds;
@@ -237,6 +270,22 @@ int cmd_server(int argc, char **argv) {
                 (unsigned long long)sc.server.job, o.model, o.dataset,
                 ef_strategy_name(sc.strategy.kind), sc.server.rounds,
                 sc.server.clients_per_round, sc.server.min_clients, ma.broker);
+    if (http) {
+        if (ef_dashboard_start(&ss.dash, http) != EF_OK) {
+            cli_error("server", "--http %s: %s", http, ef_last_error());
+            status = CLI_EXIT_USAGE;
+            goto done;
+        }
+        if (!o.quiet)
+            fprintf(stderr, "edgefl server: dashboard on http://%s (port %u)\n", http,
+                    ef_dashboard_port(ss.dash));
+        size_t nr0;
+        const ef_round_record *old = ef_server_records(s, &nr0); /* restored rounds */
+        for (size_t i = 0; i < nr0; i++) ef_dashboard_add_round(ss.dash, &old[i]);
+        char phase[64];
+        snprintf(phase, sizeof phase, "waiting for %u clients", sc.server.min_clients);
+        dash_status(&ss, s, phase, NULL);
+    }
     volatile sig_atomic_t stop = 0;
     cli_catch_stop_signals(&stop);
     if (allow_path && !o.quiet)
@@ -247,6 +296,7 @@ int cmd_server(int argc, char **argv) {
     ef_mqtt_server_stats st = {0};
     ss.t0 = ss.t_last = ef_now();
     ef_status run = ef_mqtt_run_server(m, s, &so, &st);
+    dash_status(&ss, s, run == EF_OK ? "done" : "stopped", &st);
     int bad_metrics = ss.metrics && fclose(ss.metrics) != 0;
     ss.metrics = NULL;
     if (run != EF_OK) {
@@ -345,6 +395,7 @@ int cmd_server(int argc, char **argv) {
 done:
     if (ss.metrics) fclose(ss.metrics);
     ef_mqtt_close(m, status == 0); /* a finished job ends its session */
+    ef_dashboard_stop(ss.dash);
     mqtt_args_free(&ma);
     cJSON_Delete(cj);
     ef_server_free(s);

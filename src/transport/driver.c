@@ -92,7 +92,9 @@ static ef_status srv_settle(srv_run *r) {
     ef_server_records(r->s, &n);
     if (n != r->n_records) {
         r->n_records = n;
-        if (r->o->after_round && (st = r->o->after_round(r->o->user, r->s)) != EF_OK) return st;
+        r->st.wall_s = srv_now(r);
+        if (r->o->after_round && (st = r->o->after_round(r->o->user, r->s, &r->st)) != EF_OK)
+            return st;
     }
     return EF_OK;
 }
