@@ -5,7 +5,9 @@
 # mid-round is reported by its signed last will (LEAVE) so the round closes
 # without waiting for the deadline; a server killed after round 2 resumes
 # from its state directory; stragglers' updates are counted as rejected;
-# clients leave cleanly on SIGTERM.
+# clients leave cleanly on SIGTERM; over TLS with the shipped broker
+# configuration (client certificates, ACLs), a job runs and a client that
+# does not trust the broker's CA never connects.
 # usage: test_mqtt_cli.sh EDGEFL_BINARY SOURCE_DIR
 source "$(dirname "$0")/../cli/common.sh" "$@"
 source "$(dirname "$0")/mqtt_common.sh"
@@ -104,4 +106,38 @@ cat "$tmp/crash.err" "$tmp/err" > "$tmp/both.err"
 grep -q "rejected update from [0-9]*: update from client [0-9]* for closed round" "$tmp/both.err" ||
     fail "no straggler logged: $(cat "$tmp/both.err")"
 [ "$(field "$tmp/out" updates_rejected)" -ge 1 ] || fail "rejected updates not counted: $(cat "$tmp/out")"
+# ---- TLS, client certificates and ACLs: deploy/mosquitto as shipped ------------
+SRC=$2
+stop_broker
+if command -v openssl >/dev/null; then
+    bash "$SRC/deploy/mosquitto/make-certs.sh" "$tmp/certs" 0 1 >/dev/null 2>&1 || fail "make-certs"
+    bash "$SRC/deploy/mosquitto/make-certs.sh" "$tmp/other" 0 >/dev/null 2>&1 || fail "make-certs (other CA)"
+    trap 'bash "$SRC/deploy/mosquitto/run-broker.sh" --stop "$tmp/tls" 2>/dev/null; cleanup_mqtt' EXIT
+    tport=$(bash "$SRC/deploy/mosquitto/run-broker.sh" --certs "$tmp/certs" "$tmp/tls" 2>/dev/null) ||
+        fail "the shipped broker did not start"
+    turl=mqtts://localhost:$tport
+    c=$tmp/certs
+    cat > "$tmp/job3.json" <<JOB
+{"clients": 2, "rounds": 2, "clients-per-round": 2, "model": "mlp", "seed": 4,
+ "eval-limit": 500, "limit": 4000}
+JOB
+    for i in 0 1; do
+        bg "$EF" client --broker "$turl" --config "$tmp/job3.json" --client-index "$i" \
+            --tls-ca "$c/ca.crt" --tls-cert "$c/client-$i.crt" --tls-key "$c/client-$i.key" \
+            2>"$tmp/tls$i.err"
+    done
+    # the model (800 KB) travels in chunks on edgefl/<job>/broadcast/<i>: the ACL lets clients read them
+    expect 0 timeout 120 "$EF" server --broker "$turl" --config "$tmp/job3.json" --json \
+        --tls-ca "$c/ca.crt" --tls-cert "$c/server.crt" --tls-key "$c/server.key"
+    out_has '"rounds":2'
+    err_has "over TLS"
+    stop_all
+    expect 124 timeout 4 "$EF" client --broker "$turl" --config "$tmp/job3.json" --client-index 0 \
+        --tls-ca "$tmp/other/ca.crt" --tls-cert "$tmp/other/client-0.crt" --tls-key "$tmp/other/client-0.key"
+    err_has "cannot connect to localhost:$tport"
+    grep -q "checked in" "$tmp/err" && fail "a client that distrusts the broker checked in"
+    bash "$SRC/deploy/mosquitto/run-broker.sh" --stop "$tmp/tls" 2>/dev/null
+else
+    echo "openssl missing: TLS part skipped"
+fi
 finish test_mqtt_cli
