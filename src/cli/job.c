@@ -123,7 +123,7 @@ int job_parse(const char *cmd, int argc, char **argv, job_opts *o, unsigned scop
     int rc;
     if (cfg_path) {
         /* a job file may hold the keys of every command of the job */
-        cli_opt *full = calloc(JOB_MAX_OPTS + n_extra + 1, sizeof *full);
+        cli_opt *full = ef_calloc(JOB_MAX_OPTS + n_extra + 1, sizeof *full);
         if (!full) {
             cli_error(cmd, "out of memory");
             return CLI_EXIT_FAIL;
@@ -131,7 +131,7 @@ int job_parse(const char *cmd, int argc, char **argv, job_opts *o, unsigned scop
         size_t n = job_options(o, JOB_ALL, full);
         memcpy(full + n, extra, n_extra * sizeof *full);
         rc = cli_load_config(cmd, cfg_path, full, keep);
-        free(full);
+        ef_free(full);
         if (rc) return rc;
     }
     size_t n = job_options(o, scope, table);
