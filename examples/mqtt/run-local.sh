@@ -14,14 +14,14 @@
 set -euo pipefail
 CLIENTS=${1:-10}
 ROUNDS=${2:-5}
+case $CLIENTS$ROUNDS in *[!0-9]*) echo "usage: $0 [CLIENTS] [ROUNDS]" >&2; exit 2;; esac
+if [ "$CLIENTS" -lt 1 ] || [ "$ROUNDS" -lt 1 ]; then echo "usage: $0 [CLIENTS] [ROUNDS]" >&2; exit 2; fi
 here=$(cd "$(dirname "$0")" && pwd)
 EDGEFL=${EDGEFL:-$here/../../build/edgefl}
 [ -x "$EDGEFL" ] || { echo "run-local: $EDGEFL not found (build first: make)" >&2; exit 1; }
 MOSQUITTO=$(command -v mosquitto || true)
 [ -n "$MOSQUITTO" ] || [ ! -x /usr/sbin/mosquitto ] || MOSQUITTO=/usr/sbin/mosquitto
 [ -n "$MOSQUITTO" ] || { echo "run-local: mosquitto not installed (scripts/install-deps.sh)" >&2; exit 1; }
-case $CLIENTS$ROUNDS in *[!0-9]*) echo "usage: $0 [CLIENTS] [ROUNDS]" >&2; exit 2;; esac
-[ "$CLIENTS" -ge 1 ] && [ "$ROUNDS" -ge 1 ] || { echo "usage: $0 [CLIENTS] [ROUNDS]" >&2; exit 2; }
 
 dir=$(mktemp -d)
 pids=()

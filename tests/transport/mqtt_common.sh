@@ -1,3 +1,5 @@
+# shellcheck shell=bash
+# shellcheck disable=SC2154  # $tmp comes from tests/cli/common.sh
 # Shared by the MQTT shell tests (sourced after tests/cli/common.sh): starts
 # a real mosquitto broker on a free loopback port in $tmp (anonymous,
 # loopback only) and stops it, and every process started with `bg`, on exit.
@@ -29,6 +31,7 @@ free_port() {
 start_broker() {
     if [ -z "$MOSQUITTO" ]; then echo "mosquitto not installed: skipped"; exit 77; fi
     port=$(free_port)
+    # shellcheck disable=SC2034  # used by the tests that source this file
     url=mqtt://127.0.0.1:$port
     # `user`: a broker started as root would switch to the mosquitto user
     cat > "$tmp/mosquitto.conf" <<CONF
