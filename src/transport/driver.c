@@ -335,6 +335,11 @@ static void cli_model(cli_run *r, ef_buf *b) {
                r->id);
         return;
     }
+    /* a forged model must not push a genuine one out of the cache */
+    if (r->cc.server_pk && ef_wire_verify(b->data, &h, r->cc.server_pk) != EF_OK) {
+        ef_log(EF_LOG_WARN, "client %u: ignoring a broadcast model: %s", r->id, ef_last_error());
+        return;
+    }
     if (mm.n != r->n_params) {
         ef_log(EF_LOG_WARN, "client %u: ignoring a model of %llu values (expected %zu)", r->id,
                (unsigned long long)mm.n, r->n_params);
