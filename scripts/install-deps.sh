@@ -17,6 +17,8 @@ PACKAGES=(
     python3 python3-numpy python3-torch time
     # MQTT transport: the client library and the broker the tests and examples start
     libmosquitto-dev mosquitto
+    # live dashboard (HTTP server) and its browser test
+    libmicrohttpd-dev chromium nodejs
 )
 
 missing=()

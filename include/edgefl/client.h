@@ -66,6 +66,13 @@ typedef struct ef_client_config {
      * counters (the server would refuse its messages as replays): deployments
      * pass a time-based value, e.g. microseconds since the epoch. */
     uint64_t first_seq;
+    /* Audit hook (tests, audits): sees this client's secure-aggregation
+     * input -- its quantized update plus its share of distributed noise,
+     * n words mod 2^bits -- just before masking. The sum of the included
+     * clients' inputs is what the server's sa_audit receives. NULL: none. */
+    void (*sa_audit)(void *user, uint32_t client, uint32_t round, const uint32_t *words,
+                     size_t n);
+    void *sa_audit_user;
 } ef_client_config;
 
 typedef struct ef_client ef_client;

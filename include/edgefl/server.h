@@ -116,6 +116,12 @@ typedef struct ef_server_config {
      * A restarted server must not reuse counters: deployments pass a
      * time-based value (e.g. microseconds since the epoch); 0 in simulation. */
     uint64_t first_seq;
+    /* Audit hook (tests, audits): called when a secure-aggregation round's
+     * sum is known, with the unmasked sum mod 2^bits (n_params words) and the
+     * ids of the clients whose inputs it contains. NULL: none. */
+    void (*sa_audit)(void *user, uint32_t round, const uint32_t *sum, size_t n, int bits,
+                     const uint32_t *clients, size_t n_clients);
+    void *sa_audit_user;
 } ef_server_config;
 
 #define EF_DP_OFF 0

@@ -232,6 +232,8 @@ static ef_status sa_train_and_send(ef_client *c, uint32_t round, const uint8_t *
         ef__drbg_wipe(&g);
         sodium_memzero(key, sizeof key);
     }
+    if (st == EF_OK && c->cfg.sa_audit)
+        c->cfg.sa_audit(c->cfg.sa_audit_user, c->cfg.id, round, words, n);
     if (st == EF_OK) st = ef_sa_client_mask(c->sa, fwd, fwd_len, words, words);
     sodium_memzero(delta, (n ? n : 1) * sizeof *delta);
     ef_free(delta);

@@ -585,6 +585,15 @@ static ef_status sa_finish(ef_server *s, double now, ef_outbox *out) {
     if (st != EF_OK) return st;
     if (ns != n_summed)
         return ef__fail(EF_ERR_INTERNAL, "secure aggregation: %u summed, %u included", ns, n_summed);
+    if (s->cfg.sa_audit) {
+        uint32_t *ids = ef_malloc((n_summed ? n_summed : 1) * sizeof *ids);
+        if (!ids) return EF_ERR_NOMEM;
+        uint32_t k = 0;
+        for (uint32_t i = 0; i < a->p.n; i++)
+            if (ef_sa_server_included(a->srv, i)) ids[k++] = s->clients[a->part[i]].id;
+        s->cfg.sa_audit(s->cfg.sa_audit_user, s->round, sum, s->n_params, a->p.bits, ids, k);
+        ef_free(ids);
+    }
     if (a->dp_kind && n_summed < a->dp_min) {
         /* the clients' noise was sized for dp_min of them: releasing this sum
          * would spend more privacy than the accountant counts */

@@ -164,6 +164,8 @@ static void on_round(void *user, ef_round_record *rec, const float *model, size_
 static const uint8_t *g_client_sk[MAXC];
 static const uint8_t *g_server_pk;
 static uint64_t g_client_first_seq;
+static void (*g_client_audit)(void *, uint32_t, uint32_t, const uint32_t *, size_t);
+static void *g_client_audit_user;
 
 /* n_eval[k] (NULL: all 5) gives each client's evaluation examples. */
 static net *net_new(const ef_server_config *cfg, const ef_strategy_config *strat, int n_clients,
@@ -191,7 +193,8 @@ static net *net_new(const ef_server_config *cfg, const ef_strategy_config *strat
         ef_client_config cc = {.job = cfg->job, .id = ID(k), .n_train = (uint32_t)(100 + k),
                                .n_eval = n_eval ? n_eval[k] : 5, .n_params = NP,
                                .sign_key = g_client_sk[k], .server_pk = g_server_pk,
-                               .first_seq = g_client_first_seq};
+                               .first_seq = g_client_first_seq, .sa_audit = g_client_audit,
+                               .sa_audit_user = g_client_audit_user};
         CHECK_OK(ef_client_new(&t->c[k], &cc, &tr));
     }
     return t;
@@ -2015,6 +2018,77 @@ static void test_workers(void) {
     g_client_first_seq = 0;
 }
 
+/* ---- secure-aggregation audit hooks ------------------------------------------ */
+
+typedef struct audit {
+    uint32_t words[MAXC][NP];
+    int seen[MAXC];
+    uint32_t sum[NP];
+    uint32_t ids[MAXC];
+    size_t n_ids;
+    int bits, calls;
+} audit;
+
+static void client_audit(void *user, uint32_t client, uint32_t round, const uint32_t *w, size_t n) {
+    audit *a = user;
+    (void)round;
+    CHECK(n == NP);
+    memcpy(a->words[SLOT(client)], w, NP * sizeof *w);
+    a->seen[SLOT(client)] = 1;
+}
+
+static void server_audit(void *user, uint32_t round, const uint32_t *sum, size_t n, int bits,
+                         const uint32_t *ids, size_t n_ids) {
+    audit *a = user;
+    (void)round;
+    CHECK(n == NP && n_ids <= MAXC);
+    memcpy(a->sum, sum, NP * sizeof *sum);
+    memcpy(a->ids, ids, n_ids * sizeof *ids);
+    a->n_ids = n_ids;
+    a->bits = bits;
+    a->calls++;
+}
+
+/* The server's unmasked SecAgg+ sum is exactly the sum (mod 2^bits) of the
+ * inputs the included clients saw before masking; a client that left
+ * before sending its masked update is not among them. */
+static void test_secagg_audit(void) {
+    static audit a;
+    memset(&a, 0, sizeof a);
+    g_client_audit = client_audit;
+    g_client_audit_user = &a;
+    ef_server_config cfg = base_config();
+    cfg.rounds = 1;
+    cfg.clients_per_round = 6;
+    cfg.min_clients = 6;
+    cfg.secagg = EF_SECAGG_PLUS;
+    cfg.secagg_bits = 20;
+    cfg.secagg_clip = 8.0;
+    cfg.secagg_threshold = 2;
+    cfg.sa_audit = server_audit;
+    cfg.sa_audit_user = &a;
+    ef_strategy_config sc = ef_strategy_defaults(EF_STRAT_FEDAVG);
+    net *t = net_new(&cfg, &sc, 6, NULL);
+    for (int k = 0; k < 6; k++) checkin(t, k, 0.0);
+    leave(t, 4, 0.0); /* gone before it could send anything */
+    for (int i = 0; i < 8 && !ef_server_done(t->s); i++) pump(t, 1.0, NULL, 0);
+    CHECK(ef_server_done(t->s));
+    CHECK(a.calls == 1 && a.n_ids == 5 && a.bits == 20);
+    uint32_t mask = (1u << 20) - 1, want[NP] = {0};
+    for (size_t i = 0; i < a.n_ids; i++) {
+        int k = SLOT(a.ids[i]);
+        CHECK(k != 4 && a.seen[k]);
+        for (int j = 0; j < NP; j++) want[j] = (want[j] + a.words[k][j]) & mask;
+    }
+    CHECK(memcmp(want, a.sum, sizeof want) == 0);
+    size_t nr;
+    const ef_round_record *r = ef_server_records(t->s, &nr);
+    CHECK(nr == 1 && r[0].aggregated == 1 && r[0].completed == 5);
+    net_free(t);
+    g_client_audit = NULL;
+    g_client_audit_user = NULL;
+}
+
 int main(void) {
     test_sync_rounds();
     test_dp_budget();
@@ -2028,5 +2102,6 @@ int main(void) {
     test_authentication();
     test_checkpoint();
     test_workers();
+    test_secagg_audit();
     return tu_finish("fl/test_server");
 }
