@@ -45,9 +45,14 @@
  * delivered.
  *
  * Topics of a job (job id in decimal):
- *   edgefl/<job>/server        the server's inbox (every client publishes here)
- *   edgefl/<job>/client/<id>   one client's inbox
- *   edgefl/<job>/broadcast     the global model, retained (per version)
+ *   edgefl/<job>/server            the server's inbox (every client publishes here)
+ *   edgefl/<job>/client/<id>       one client's inbox
+ *   edgefl/<job>/broadcast         the global model, retained (per version);
+ *   edgefl/<job>/broadcast/<i>     ... its chunks when it is larger than a packet
+ *   edgefl/<job>/broadcast/online  the server's announcement, retained:
+ *                                  "edgefl-server <instance> fresh|resumed"
+ * Clients read edgefl/<job>/broadcast/# and their inbox, and write the
+ * server inbox; the server writes the rest.
  *
  * Logging goes through ef_log (stderr by default): connection changes at
  * info, refused chunks and messages at warning. Passwords and key material
@@ -126,8 +131,11 @@ EF_API ef_status ef_mqtt_new(ef_mqtt **out, const ef_mqtt_config *cfg);
 
 /*
  * Subscribes to `filter` (MQTT wildcards allowed) at QoS 1, now if
- * connected and again after every reconnect. The CONNECTED event of a
- * connection comes after the broker has acknowledged every subscription.
+ * connected and again on every connection. A connection sends its
+ * SUBSCRIBEs before its CONNECTED event is queued, so what the application
+ * publishes after that event reaches the broker after them (the broker
+ * handles a connection's packets in order). A refused subscription is
+ * logged as an error.
  */
 EF_API ef_status ef_mqtt_subscribe(ef_mqtt *m, const char *filter);
 
@@ -155,7 +163,7 @@ EF_API ef_status ef_mqtt_clear_retained(ef_mqtt *m, const char *topic);
 typedef enum ef_mqtt_event {
     EF_MQTT_NONE = 0,      /* the wait timed out */
     EF_MQTT_MESSAGE = 1,   /* a message arrived */
-    EF_MQTT_CONNECTED = 2  /* a connection is up and subscribed */
+    EF_MQTT_CONNECTED = 2  /* a connection is up (before any message it brings) */
 } ef_mqtt_event;
 
 typedef struct ef_mqtt_msg {
@@ -222,18 +230,13 @@ EF_API void ef_mqtt_close(ef_mqtt *m, int end_session);
  */
 EF_API const char *ef_mqtt_topic(char *buf, size_t n, uint64_t job, uint32_t to);
 
+/* edgefl/<job>/broadcast/online, where a server announces itself. */
+EF_API const char *ef_mqtt_online_topic(char *buf, size_t n, uint64_t job);
+
 /* ---- drivers -------------------------------------------------------------- */
 
 typedef struct ef_mqtt_server_opts {
     uint64_t job;
-    /* Check-in barrier: before the first round, hold CHECKINs until this many
-     * distinct clients have checked in, then hand them to the server in
-     * client-id order. The server registers clients in check-in order and
-     * selects among them in that order, so the barrier makes the first
-     * rounds' selection independent of network timing (the same as
-     * `edgefl simulate`, where every client checks in at time 0 in id
-     * order). 0: no barrier. */
-    uint32_t ordered_checkins;
     /* Polled between messages; a non-zero value stops the run (EF_ERR_STATE,
      * "interrupted"). May be NULL. */
     const volatile sig_atomic_t *stop;
@@ -242,9 +245,11 @@ typedef struct ef_mqtt_server_opts {
      * checkpoints). A non-OK return stops the run with that status. */
     ef_status (*after_round)(void *user, ef_server *s);
     void *user;
-    /* Delete the retained model when the run ends (default behaviour of the
-     * command; set to keep it for late readers). */
+    /* Keep the retained model when the run ends (0: delete it). */
     int keep_retained;
+    /* This run's token in the server announcement (0: the wall clock in
+     * microseconds). */
+    uint64_t instance;
 } ef_mqtt_server_opts;
 
 typedef struct ef_mqtt_server_stats {
@@ -261,13 +266,21 @@ typedef struct ef_mqtt_server_stats {
 
 /*
  * Runs server `s` over connection `m` until ef_server_done (EF_OK) or stop.
- * Subscribes to the server inbox, feeds every message with the seconds
- * since the start (monotonic clock), ticks at ef_server_next_timer, and
+ * Subscribes to the server inbox and, once subscribed, announces itself on
+ * edgefl/<job>/broadcast/online (retained; "fresh", or "resumed" for a
+ * server restored from a checkpoint, which then waits 2 s for the messages
+ * queued in its session and ticks once: its clients are online already).
+ * Feeds every message with the seconds since the start (monotonic clock),
+ * ticks at ef_server_next_timer, and
  * publishes the outbox: a MODEL once per version to the broadcast topic,
  * retained (the core addresses the same buffer to every selected client);
  * everything else to the addressed client's inbox. Every refused message is
  * counted and logged with the reason ("rejected update from 17: ...").
- * Returns EF_ERR_NOMEM (or a failing after_round status) on fatal errors.
+ * When the broker lost the server's session, the model is published again
+ * (its retained copy may be gone). At the end the retained model is deleted
+ * (unless keep_retained), so is the announcement, and the publishes
+ * flushed; closing the connection
+ * is the caller's. Returns EF_ERR_NOMEM (or a failing after_round status) on fatal errors.
  * `stats` (may be NULL) is filled in either case.
  */
 EF_API ef_status ef_mqtt_run_server(ef_mqtt *m, ef_server *s, const ef_mqtt_server_opts *o,
@@ -325,11 +338,14 @@ typedef struct ef_mqtt_client_stats {
  * ef_mqtt_client_will(cc) as its will on the server inbox. The driver
  * creates the ef_client (and a new one, with a new counter run, after a
  * reconnect on a new session; see EF_MQTT_WILL_GAP). It subscribes to the
- * client's inbox and to the broadcast topic, checks in on the first
- * connection and after any reconnect that did not resume the session (the
- * broker dropped what was sent meanwhile; a resumed session delivers it,
- * and checking in then would cancel the task the server still counts on),
- * and answers the server. A TASK, SA_SETUP or EVAL waits until the MODEL it
+ * client's inbox and to edgefl/<job>/broadcast/#, and checks in once a
+ * server has announced itself (a check-in sent before the server subscribed
+ * would be lost): after the first connection, after any reconnect that did
+ * not resume the session (the broker dropped what was sent meanwhile; a
+ * resumed session delivers it, and checking in then would cancel the task
+ * the server still counts on), and when a new "fresh" server announces
+ * itself (it knows no client; a "resumed" one restored them). Then it
+ * answers the server. A TASK, SA_SETUP or EVAL waits until the MODEL it
  * names (version and hash) has arrived on the broadcast topic -- topics are
  * not ordered with each other -- and messages behind it in the inbox wait
  * with it; a newer task supersedes a waiting one, and a task whose model

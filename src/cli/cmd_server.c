@@ -100,6 +100,22 @@ static ef_status after_round(void *user, ef_server *s) {
     return st;
 }
 
+/* A fresh run must not inherit what an earlier server of this job left
+ * queued in its broker session (check-ins meant for it, stale updates): a
+ * throwaway clean connection with the same client id ends that session. */
+static void purge_session(const ef_mqtt_config *mc) {
+    ef_mqtt_config c = *mc;
+    c.clean_start = 1;
+    c.session_expiry_s = 0;
+    c.will_topic = NULL;
+    c.name = "server (clearing the old session)";
+    ef_mqtt *p = NULL;
+    if (ef_mqtt_new(&p, &c) != EF_OK) return;
+    if (!ef_mqtt_wait_connected(p, 30))
+        ef_log(EF_LOG_WARN, "server: could not reach the broker to clear an old session");
+    ef_mqtt_close(p, 1);
+}
+
 static int make_dir(const char *cmd, const char *dir) {
     if (mkdir(dir, 0700) == 0 || errno == EEXIST) {
         struct stat sb;
@@ -208,6 +224,7 @@ int cmd_server(int argc, char **argv) {
     snprintf(id, sizeof id, "edgefl-%llu-server", (unsigned long long)sc.server.job);
     mc.client_id = id;
     mc.name = "server";
+    if (!restored) purge_session(&mc);
     if (ef_mqtt_new(&m, &mc) != EF_OK) {
         cli_error("server", "%s", ef_last_error());
         status = CLI_EXIT_USAGE;
@@ -225,10 +242,7 @@ int cmd_server(int argc, char **argv) {
     if (allow_path && !o.quiet)
         fprintf(stderr, "edgefl server: %zu clients on the allow-list%s\n", n_allowed,
                 ident ? ", messages signed" : "");
-    /* with an allow-list the server knows its clients in the list's order already */
-    ef_mqtt_server_opts so = {.job = sc.server.job,
-                              .ordered_checkins = allow_path ? 0 : sc.server.min_clients,
-                              .stop = &stop, .after_round = after_round, .user = &ss,
+    ef_mqtt_server_opts so = {.job = sc.server.job, .stop = &stop, .after_round = after_round, .user = &ss,
                               .keep_retained = keep_retained};
     ef_mqtt_server_stats st = {0};
     ss.t0 = ss.t_last = ef_now();

@@ -17,14 +17,17 @@
 #include "edgefl/transport.h"
 
 #define POLL_S 0.25
+/* A resumed server waits this long for the messages queued in its session
+ * (check-ins of clients that came while it was down) before its first round. */
+#define RESUME_GRACE_S 2.0
+#define BIRTH_MAX 96
+
+const char *ef_mqtt_online_topic(char *buf, size_t n, uint64_t job) {
+    snprintf(buf, n, "edgefl/%llu/broadcast/online", (unsigned long long)job);
+    return buf;
+}
 
 /* ---- server ------------------------------------------------------------------ */
-
-typedef struct held {
-    ef_buf *buf;
-    uint32_t sender;
-    uint64_t arrival;
-} held;
 
 typedef struct srv_run {
     ef_mqtt *m;
@@ -33,12 +36,12 @@ typedef struct srv_run {
     ef_mqtt_server_stats st;
     ef_outbox out;
     double t0;
-    char inbox[64], bcast[64];
+    char inbox[64], bcast[64], online[80];
+    char birth[BIRTH_MAX];  /* "edgefl-server <instance> fresh|resumed" */
+    int born;               /* the birth message is out */
+    int started;            /* the first tick happened */
+    double start_at;
     ef_buf *model;          /* the MODEL last published to the broadcast topic */
-    held *hold;             /* check-ins held by the barrier */
-    size_t n_hold, cap_hold;
-    uint64_t arrivals;
-    int barrier_open;       /* 1: check-ins go straight to the server */
     size_t n_records;
 } srv_run;
 
@@ -104,6 +107,8 @@ static ef_status srv_feed(srv_run *r, ef_buf *b) {
     r->st.updates_received += is_update;
     ef_status hs = ef_server_handle(r->s, srv_now(r), b->data, b->len, &r->out);
     if (hs == EF_ERR_NOMEM) return hs;
+    if (hs == EF_OK && known && h.type == EF_MSG_CHECKIN)
+        ef_log(EF_LOG_INFO, "server: client %u checked in", h.sender);
     if (hs != EF_OK) {
         r->st.refused++;
         r->st.updates_rejected += is_update;
@@ -118,79 +123,6 @@ static ef_status srv_feed(srv_run *r, ef_buf *b) {
     return srv_settle(r);
 }
 
-static int held_cmp(const void *a, const void *b) {
-    const held *x = a, *y = b;
-    if (x->sender != y->sender) return x->sender < y->sender ? -1 : 1;
-    return x->arrival < y->arrival ? -1 : x->arrival > y->arrival;
-}
-
-static size_t held_distinct(const srv_run *r) {
-    size_t n = 0;
-    for (size_t i = 0; i < r->n_hold; i++) {
-        size_t j = 0;
-        while (j < i && r->hold[j].sender != r->hold[i].sender) j++;
-        n += j == i;
-    }
-    return n;
-}
-
-/* The barrier is met: check-ins go to the server in client-id order. */
-static ef_status srv_open_barrier(srv_run *r) {
-    r->barrier_open = 1;
-    qsort(r->hold, r->n_hold, sizeof *r->hold, held_cmp);
-    ef_log(EF_LOG_INFO, "server: %zu clients checked in, starting", held_distinct(r));
-    ef_status st = EF_OK;
-    for (size_t i = 0; i < r->n_hold; i++) {
-        if (st == EF_OK) st = srv_feed(r, r->hold[i].buf);
-        ef_buf_unref(r->hold[i].buf);
-    }
-    r->n_hold = 0;
-    return st;
-}
-
-/* A message from the inbox: held by the barrier or handed on. */
-static ef_status srv_message(srv_run *r, ef_buf *b) {
-    ef_msg h;
-    if (!r->barrier_open && ef_wire_decode(b->data, b->len, (size_t)-1, &h) == EF_OK &&
-        h.job == r->o->job) {
-        if (h.type == EF_MSG_CHECKIN && h.sender < EF_BROADCAST_ID) {
-            if (r->n_hold == r->cap_hold) {
-                size_t nc = r->cap_hold ? 2 * r->cap_hold : 64;
-                held *nv = ef_realloc(r->hold, nc * sizeof *nv);
-                if (!nv) return EF_ERR_NOMEM;
-                r->hold = nv;
-                r->cap_hold = nc;
-            }
-            size_t before = held_distinct(r);
-            r->hold[r->n_hold++] = (held){ef_buf_ref(b), h.sender, r->arrivals++};
-            size_t now_n = held_distinct(r);
-            if (now_n > before)
-                ef_log(EF_LOG_INFO, "server: client %u checked in (%zu of %u)", h.sender, now_n,
-                       r->o->ordered_checkins);
-            if (now_n >= r->o->ordered_checkins) return srv_open_barrier(r);
-            return EF_OK;
-        }
-        if (h.type == EF_MSG_LEAVE) {
-            /* it left before the run started: as if it never came */
-            size_t k = 0, dropped = 0;
-            for (size_t i = 0; i < r->n_hold; i++) {
-                if (r->hold[i].sender == h.sender) {
-                    ef_buf_unref(r->hold[i].buf);
-                    dropped++;
-                } else {
-                    r->hold[k++] = r->hold[i];
-                }
-            }
-            r->n_hold = k;
-            if (dropped) {
-                ef_log(EF_LOG_INFO, "server: client %u left before the start", h.sender);
-                return EF_OK;
-            }
-        }
-    }
-    return srv_feed(r, b);
-}
-
 ef_status ef_mqtt_run_server(ef_mqtt *m, ef_server *s, const ef_mqtt_server_opts *o,
                              ef_mqtt_server_stats *stats) {
     srv_run r;
@@ -198,23 +130,30 @@ ef_status ef_mqtt_run_server(ef_mqtt *m, ef_server *s, const ef_mqtt_server_opts
     r.m = m, r.s = s, r.o = o;
     r.t0 = ef_now();
     ef_server_records(s, &r.n_records);
-    /* the barrier orders the first round's candidates; a server restored
-     * from a checkpoint already knows its clients in their order */
-    r.barrier_open = o->ordered_checkins == 0 || r.n_records > 0;
     ef_mqtt_topic(r.inbox, sizeof r.inbox, o->job, EF_SERVER_ID);
     ef_mqtt_topic(r.bcast, sizeof r.bcast, o->job, EF_BROADCAST_ID);
+    ef_mqtt_online_topic(r.online, sizeof r.online, o->job);
+    int resumed = r.n_records > 0 || ef_server_version(s) > 0;
+    snprintf(r.birth, sizeof r.birth, "edgefl-server %llu %s",
+             (unsigned long long)(o->instance ? o->instance : ef_mqtt_clock_seq()),
+             resumed ? "resumed" : "fresh");
     ef_status st = ef_mqtt_subscribe(m, r.inbox);
     if (st == EF_OK)
         ef_log(EF_LOG_INFO, "server: job %llu, inbox %s, model on %s",
                (unsigned long long)o->job, r.inbox, r.bcast);
-    /* a restored server has clients online already: let it start a round */
-    if (st == EF_OK && (st = ef_server_tick(s, 0.0, &r.out)) == EF_OK) st = srv_settle(&r);
     while (st == EF_OK && !ef_server_done(s)) {
         if (o->stop && *o->stop) {
             st = ef__fail(EF_ERR_STATE, "server: interrupted");
             break;
         }
         double now = srv_now(&r), timer = ef_server_next_timer(s);
+        if (r.born && !r.started && now >= r.start_at) {
+            /* a resumed server has clients online already: it may start a
+             * round without waiting for a check-in */
+            r.started = 1;
+            if ((st = ef_server_tick(s, now, &r.out)) == EF_OK) st = srv_settle(&r);
+            continue;
+        }
         if (timer <= now) {
             if ((st = ef_server_tick(s, now, &r.out)) == EF_OK) st = srv_settle(&r);
             continue;
@@ -229,8 +168,19 @@ ef_status ef_mqtt_run_server(ef_mqtt *m, ef_server *s, const ef_mqtt_server_opts
                 if (r.model)
                     st = ef_mqtt_publish(m, r.bcast, r.model->data, r.model->len, 1);
             }
+            /* subscribed: announce this server (clients check in when they
+             * see it); again after a new session, whose retained copy may
+             * be gone */
+            if (st == EF_OK && (!r.born || !msg.session_present)) {
+                st = ef_mqtt_publish(m, r.online, r.birth, strlen(r.birth), 1);
+                if (st == EF_OK && !r.born) {
+                    r.born = 1;
+                    r.start_at = srv_now(&r) + (resumed ? RESUME_GRACE_S : 0.0);
+                    ef_log(EF_LOG_INFO, "server: online (%s)", r.birth);
+                }
+            }
         } else if (msg.event == EF_MQTT_MESSAGE) {
-            if (strcmp(msg.topic, r.inbox) == 0) st = srv_message(&r, msg.buf);
+            if (strcmp(msg.topic, r.inbox) == 0) st = srv_feed(&r, msg.buf);
             else ef_log(EF_LOG_DEBUG, "server: ignoring a message on %s", msg.topic);
         }
         ef_mqtt_msg_clear(&msg);
@@ -238,11 +188,10 @@ ef_status ef_mqtt_run_server(ef_mqtt *m, ef_server *s, const ef_mqtt_server_opts
     ef_status fatal = st;
     if (ef_server_done(s)) {
         if (!o->keep_retained) ef_mqtt_clear_retained(m, r.bcast);
+        ef_mqtt_clear_retained(m, r.online); /* this server is gone */
         if (ef_mqtt_flush(m, 30) != EF_OK)
             ef_log(EF_LOG_WARN, "server: %s", ef_last_error());
     }
-    for (size_t i = 0; i < r.n_hold; i++) ef_buf_unref(r.hold[i].buf);
-    ef_free(r.hold);
     ef_outbox_free(&r.out);
     ef_buf_unref(r.model);
     r.st.wall_s = srv_now(&r);
@@ -268,7 +217,10 @@ typedef struct cli_run {
     uint64_t job;
     const ef_mqtt_client_opts *o;
     ef_mqtt_client_stats st;
-    char inbox[64], bcast[64], server[64];
+    char inbox[64], bcast[64], server[64], online[80];
+    char instance[BIRTH_MAX]; /* the server announced last ("": none seen) */
+    int need_checkin;         /* a check-in is due once a server is known */
+    int checked_in;           /* checked in during this run */
     model_slot models[2];
     ef_buf **fifo;          /* inbox messages not yet handled, in order */
     size_t n_fifo, cap_fifo;
@@ -344,6 +296,30 @@ static ef_status cli_renew(cli_run *r) {
     r->cc = cc;
     r->st.renewals++;
     return EF_OK;
+}
+
+/* The server's announcement "edgefl-server <instance> fresh|resumed". A new
+ * fresh server knows no client: check in again (what the old one sent is
+ * void). A resumed one restored the clients it knew, this one included if
+ * it had checked in: a check-in now could cancel a task it sends. */
+static void cli_online(cli_run *r, const ef_buf *b) {
+    char text[BIRTH_MAX], inst[BIRTH_MAX], mode[16];
+    size_t n = b->len < sizeof text - 1 ? b->len : sizeof text - 1;
+    memcpy(text, b->data, n);
+    text[n] = '\0';
+    if (sscanf(text, "edgefl-server %63s %15s", inst, mode) != 2 ||
+        (strcmp(mode, "fresh") != 0 && strcmp(mode, "resumed") != 0)) {
+        ef_log(EF_LOG_WARN, "client %u: ignoring a malformed server announcement", r->id);
+        return;
+    }
+    if (strcmp(inst, r->instance) == 0) return;
+    int first = r->instance[0] == '\0';
+    snprintf(r->instance, sizeof r->instance, "%s", inst);
+    ef_log(EF_LOG_INFO, "client %u: server %s is online (%s)", r->id, inst, mode);
+    if (!first && r->checked_in && strcmp(mode, "fresh") == 0) {
+        cli_drop_fifo(r, r->n_fifo);
+        r->need_checkin = 1;
+    }
 }
 
 /* A MODEL on the broadcast topic: kept (the newest two versions). */
@@ -525,6 +501,7 @@ ef_status ef_mqtt_run_client(ef_mqtt *m, const ef_client_config *cc, const ef_tr
     ef_mqtt_topic(r.inbox, sizeof r.inbox, r.job, r.id);
     ef_mqtt_topic(r.bcast, sizeof r.bcast, r.job, EF_BROADCAST_ID);
     ef_mqtt_topic(r.server, sizeof r.server, r.job, EF_SERVER_ID);
+    ef_mqtt_online_topic(r.online, sizeof r.online, r.job);
     char bfilter[80];
     snprintf(bfilter, sizeof bfilter, "%s/#", r.bcast); /* the topic and its chunk topics */
     ef_status st = ef_client_new(&r.c, &r.cc, tr);
@@ -547,10 +524,12 @@ ef_status ef_mqtt_run_client(ef_mqtt *m, const ef_client_config *cc, const ef_tr
                                         "in again", r.id);
                     st = cli_renew(&r);
                 }
-                if (st == EF_OK) st = cli_checkin(&r);
+                r.need_checkin = 1;
             }
         } else if (msg.event == EF_MQTT_MESSAGE) {
-            if (strcmp(msg.topic, r.bcast) == 0) {
+            if (strcmp(msg.topic, r.online) == 0) {
+                cli_online(&r, msg.buf);
+            } else if (strcmp(msg.topic, r.bcast) == 0) {
                 cli_model(&r, msg.buf);
             } else if (strcmp(msg.topic, r.inbox) == 0) {
                 if (r.n_fifo == r.cap_fifo) {
@@ -563,6 +542,13 @@ ef_status ef_mqtt_run_client(ef_mqtt *m, const ef_client_config *cc, const ef_tr
             }
         }
         ef_mqtt_msg_clear(&msg);
+        /* check in only to a server that is there: one started after this
+         * client would never see a check-in sent before it subscribed */
+        if (st == EF_OK && r.need_checkin && r.instance[0]) {
+            r.need_checkin = 0;
+            r.checked_in = 1;
+            st = cli_checkin(&r);
+        }
         if (st == EF_OK) st = cli_drain(&r);
     }
     if (st == EF_OK) {

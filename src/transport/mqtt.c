@@ -87,15 +87,13 @@ struct ef_mqtt {
     qitem *qhead, *qtail;
     size_t qbytes;
     int connected;      /* CONNACK accepted, connection not lost */
-    int up;             /* ... and subscribed: CONNECTED event queued */
+    int up;             /* ... and its CONNECTED event queued */
     int closing;
     int disconnected;   /* on_disconnect seen since the last connect */
     uint64_t connection;
     int session_present;
     char **subs;
     size_t n_subs;
-    int *sub_mids;      /* SUBACKs the current connection's CONNECTED event waits for */
-    size_t n_sub_mids, cap_sub_mids;
     uint64_t outstanding; /* publishes not acknowledged */
     size_t broker_max;    /* from CONNACK; 0: none */
     size_t max_packet;    /* in force */
@@ -474,24 +472,15 @@ static void on_chunk(ef_mqtt *m, const char *topic, const uint8_t *c, size_t len
 
 /* ---- libmosquitto callbacks (network thread) -------------------------------------- */
 
+/* Re-subscribes on a new connection. The SUBSCRIBEs are queued before
+ * anything the application publishes after the CONNECTED event, and the
+ * broker handles a connection's packets in order. */
 static void subscribe_all(ef_mqtt *m) {
-    /* called inside on_connect: no SUBACK can be handled before it returns */
     for (size_t i = 0; i < m->n_subs; i++) {
-        int mid = 0;
-        int rc = mosquitto_subscribe_v5(m->mosq, &mid, m->subs[i], 1, 0, NULL);
-        if (rc != MOSQ_ERR_SUCCESS) {
+        int rc = mosquitto_subscribe_v5(m->mosq, NULL, m->subs[i], 1, 0, NULL);
+        if (rc != MOSQ_ERR_SUCCESS)
             ef_log(EF_LOG_ERROR, "mqtt %s: subscribing to %s failed: %s", m->name, m->subs[i],
                    mosquitto_strerror(rc));
-            continue;
-        }
-        if (m->n_sub_mids == m->cap_sub_mids) {
-            size_t nc = m->cap_sub_mids ? 2 * m->cap_sub_mids : 8;
-            int *nv = ef_realloc(m->sub_mids, nc * sizeof *nv);
-            if (!nv) continue; /* the event then does not wait for this one */
-            m->sub_mids = nv;
-            m->cap_sub_mids = nc;
-        }
-        m->sub_mids[m->n_sub_mids++] = mid;
     }
 }
 
@@ -518,32 +507,26 @@ static void on_connect(struct mosquitto *mosq, void *obj, int rc, int flags,
     m->connection++;
     m->st.connects++;
     m->session_present = (flags & 1) != 0;
-    m->n_sub_mids = 0;
     ef_log(EF_LOG_INFO, "mqtt %s: connected to %s:%d%s (%s session, packets up to %zu bytes)",
            m->name, m->host, m->port, m->tls ? " over TLS" : "",
            m->session_present ? "resumed" : "new", m->max_packet);
     subscribe_all(m);
-    if (m->n_sub_mids == 0) emit_up(m);
+    /* before any message of this connection: a resumed session's queued
+     * messages follow the CONNACK at once */
+    emit_up(m);
     pthread_mutex_unlock(&m->mu);
 }
 
 static void on_subscribe(struct mosquitto *mosq, void *obj, int mid, int n, const int *granted,
                          const mosquitto_property *props) {
     (void)mosq;
+    (void)mid;
     (void)props;
     ef_mqtt *m = obj;
     for (int i = 0; i < n; i++)
         if (granted[i] >= 0x80)
             ef_log(EF_LOG_ERROR, "mqtt %s: the broker refused a subscription: %s", m->name,
                    mosquitto_reason_string(granted[i]));
-    pthread_mutex_lock(&m->mu);
-    for (size_t i = 0; i < m->n_sub_mids; i++)
-        if (m->sub_mids[i] == mid) {
-            m->sub_mids[i] = m->sub_mids[--m->n_sub_mids];
-            if (m->n_sub_mids == 0 && m->connected) emit_up(m);
-            break;
-        }
-    pthread_mutex_unlock(&m->mu);
 }
 
 static void on_disconnect(struct mosquitto *mosq, void *obj, int rc,
@@ -1190,7 +1173,6 @@ void ef_mqtt_close(ef_mqtt *m, int end_session) {
     }
     for (size_t i = 0; i < m->n_subs; i++) ef_free(m->subs[i]);
     ef_free(m->subs);
-    ef_free(m->sub_mids);
     for (size_t i = 0; i < m->n_ret; i++) ef_free(m->ret[i].topic);
     ef_free(m->ret);
     if (m->password) sodium_memzero(m->password, strlen(m->password));

@@ -1,0 +1,49 @@
+# Shared by the MQTT shell tests (sourced after tests/cli/common.sh): starts
+# a real mosquitto broker on a free loopback port in $tmp (anonymous,
+# loopback only) and stops it, and every process started with `bg`, on exit.
+#   start_broker        sets $port and $url; skips the test (77) without mosquitto
+#   bg CMD...           runs CMD in the background, remembered for cleanup
+#   stop_all            kills what bg started
+MOSQUITTO=$(command -v mosquitto || true)
+[ -n "$MOSQUITTO" ] || for p in /usr/sbin/mosquitto /usr/local/sbin/mosquitto; do
+    [ -x "$p" ] && MOSQUITTO=$p
+done
+bg_pids=()
+broker_pid=
+bg() { "$@" & bg_pids+=($!); }
+stop_all() {
+    for p in "${bg_pids[@]}"; do kill "$p" 2>/dev/null; done
+    for p in "${bg_pids[@]}"; do wait "$p" 2>/dev/null; done
+    bg_pids=()
+}
+stop_broker() {
+    [ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null && wait "$broker_pid" 2>/dev/null
+    broker_pid=
+}
+cleanup_mqtt() { stop_all; stop_broker; rm -rf "$tmp"; }
+trap cleanup_mqtt EXIT
+trap 'exit 143' TERM INT
+free_port() {
+    /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+start_broker() {
+    if [ -z "$MOSQUITTO" ]; then echo "mosquitto not installed: skipped"; exit 77; fi
+    port=$(free_port)
+    url=mqtt://127.0.0.1:$port
+    # `user`: a broker started as root would switch to the mosquitto user
+    cat > "$tmp/mosquitto.conf" <<CONF
+listener $port 127.0.0.1
+allow_anonymous true
+persistence false
+user $(id -un)
+log_dest file $tmp/broker.log
+CONF
+    "$MOSQUITTO" -c "$tmp/mosquitto.conf" 2>>"$tmp/broker.log" &
+    broker_pid=$!
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    echo "the broker did not start: $(cat "$tmp/broker.log")" >&2
+    exit 1
+}
