@@ -8,7 +8,7 @@ set -euo pipefail
 B=$1 S=$2
 SRC=$(cd "$(dirname "$0")/.." && pwd)
 corpus=$B/fuzz-corpus
-mkdir -p "$corpus/idx" "$corpus/safetensors" "$corpus/wire" "$corpus/secagg" "$corpus/state" \
+mkdir -p "$corpus/idx" "$corpus/safetensors" "$corpus/wire" "$corpus/secagg" "$corpus/state" "$corpus/gateway" \
     "$B/fuzz-artifacts"
 DATA=/usr/share/datasets/fashion-mnist
 if [ -d "$DATA" ]; then
@@ -22,7 +22,10 @@ cp "$SRC"/tests/fl/wire_corpus/*.bin "$corpus/wire/"
 seed=$(mktemp -d)
 "$B/fuzz/fuzz_state" --make-seed "$seed" >/dev/null 2>&1 && cp "$seed/state.json" "$corpus/state/seed.json"
 rm -rf "$seed"
-for t in fuzz_idx:idx fuzz_safetensors:safetensors fuzz_wire:wire fuzz_secagg:secagg fuzz_state:state; do
+# a gateway seed: a genuine local update (no patch), then an empty upstream message
+printf '\x02\x00\x00\x01\x00\x00' >"$corpus/gateway/seed"
+for t in fuzz_idx:idx fuzz_safetensors:safetensors fuzz_wire:wire fuzz_secagg:secagg fuzz_state:state \
+    fuzz_gateway:gateway; do
     bin=${t%%:*} dir=${t##*:}
     echo "== $bin for ${S}s"
     "$B/fuzz/$bin" -max_total_time="$S" -max_len=65536 -rss_limit_mb=2048 \

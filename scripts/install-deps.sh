@@ -19,6 +19,8 @@ PACKAGES=(
     libmosquitto-dev mosquitto
     # live dashboard (HTTP server) and its browser test
     libmicrohttpd-dev chromium nodejs
+    # deploy/mosquitto: broker, mosquitto_pub/_sub for tests/deploy, test certificates
+    mosquitto mosquitto-clients openssl
 )
 
 missing=()

@@ -28,4 +28,12 @@ ef_buf *ef__msg_new(size_t payload_len, int sign);
 void ef__msg_seal(ef_buf *b, ef_msg_type type, uint64_t job, uint32_t round, uint32_t sender,
                   uint64_t seq, uint64_t task, size_t payload_len, const uint8_t *sk);
 
+/* Authenticates message m (decoded from buf) from a sender whose
+ * allow-listed public key is pk (NULL: not on the allow-list): EF_ERR_AUTH
+ * unless it is signed by pk and its counter is above *last_seq, which then
+ * moves up to it. Shared by the server and the gateway, which check their
+ * clients the same way. */
+ef_status ef__auth_incoming(const uint8_t *buf, const ef_msg *m, const uint8_t *pk,
+                            uint64_t *last_seq);
+
 #endif /* EDGEFL_FL_INTERNAL_H */

@@ -1028,18 +1028,10 @@ ef_status ef_server_handle(ef_server *s, double now, const uint8_t *buf, size_t 
         return refuse(s, ef__fail(EF_ERR_STATE, "message for job %llu, this server runs job %llu",
                                   (unsigned long long)m.job, (unsigned long long)s->cfg.job));
     client_rec *c = ef__server_find_client(s, m.sender);
-    if (s->cfg.authenticate) {
-        if (!c || !c->has_pk)
-            return refuse(s, ef__fail(EF_ERR_AUTH, "%s from client %u: not on the allow-list",
-                                      ef_msg_type_name(m.type), m.sender));
-        if ((st = ef_wire_verify(buf, &m, c->pk)) != EF_OK) return refuse(s, st);
-        if (m.seq <= c->last_seq)
-            return refuse(s, ef__fail(EF_ERR_AUTH, "%s from client %u: replayed (message "
-                                                   "counter %llu, last seen %llu)",
-                                      ef_msg_type_name(m.type), m.sender,
-                                      (unsigned long long)m.seq, (unsigned long long)c->last_seq));
-        c->last_seq = m.seq;
-    }
+    if (s->cfg.authenticate &&
+        (st = ef__auth_incoming(buf, &m, c && c->has_pk ? c->pk : NULL,
+                                c ? &c->last_seq : NULL)) != EF_OK)
+        return refuse(s, st);
     if (c && c->aggregator) {
         if (m.type == EF_MSG_PARTIAL) return on_partial(s, now, &m, len, c, out);
         return refuse(s, ef__fail(EF_ERR_STATE, "%s from aggregator worker %u: workers send "

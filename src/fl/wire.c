@@ -161,6 +161,22 @@ void ef__msg_seal(ef_buf *b, ef_msg_type type, uint64_t job, uint32_t round, uin
     if (sk) ef_wire_sign(b->data, payload_len, sk);
 }
 
+ef_status ef__auth_incoming(const uint8_t *buf, const ef_msg *m, const uint8_t *pk,
+                            uint64_t *last_seq) {
+    if (!pk)
+        return ef__fail(EF_ERR_AUTH, "%s from client %u: not on the allow-list",
+                        ef_msg_type_name(m->type), m->sender);
+    ef_status st = ef_wire_verify(buf, m, pk);
+    if (st != EF_OK) return st;
+    if (m->seq <= *last_seq)
+        return ef__fail(EF_ERR_AUTH, "%s from client %u: replayed (message counter %llu, last "
+                                     "seen %llu)",
+                        ef_msg_type_name(m->type), m->sender, (unsigned long long)m->seq,
+                        (unsigned long long)*last_seq);
+    *last_seq = m->seq;
+    return EF_OK;
+}
+
 ef_status ef_wire_decode(const uint8_t *buf, size_t len, size_t max_payload, ef_msg *out) {
     memset(out, 0, sizeof *out);
     if (buf == NULL || len < EF_WIRE_HEADER)
