@@ -728,7 +728,11 @@ static void *net_thread(void *arg) {
             need_connect = 0;
             attempt_start = ef_now();
         }
-        int rc = net_step(m, 100);
+        /* 1 s: every packet the application queues, and close, wake the
+         * thread at once; the tick only paces keepalives, the connect
+         * timeout and the reassembly sweep (a thousand idle connections
+         * cost 23% of a core at 100 ms, 5% at 1 s) */
+        int rc = net_step(m, 1000);
         pthread_mutex_lock(&m->mu);
         int connected = m->connected, closing = m->closing;
         pthread_mutex_unlock(&m->mu);
