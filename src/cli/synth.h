@@ -44,8 +44,8 @@ uint32_t synth_eval_examples(const synth *s);
  */
 ef_trainer synth_trainer(synth *s);
 
-/* The delta of client `id` for a task with `seed`: n values (exposed for
- * tests and the smoke check of the Gaussian table). */
+/* The delta of client `id` for a task with `seed`: n values (what fit
+ * writes). */
 void synth_delta(const synth *s, uint64_t seed, uint32_t id, float *out, size_t n);
 
 #endif /* EDGEFL_CLI_SYNTH_H */
