@@ -40,6 +40,7 @@ bench: deps
 	bash bench/train_vs_torch
 	bash bench/sim_vs_torch
 	bash bench/secagg
+	bash bench/mqtt_load
 
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60

@@ -94,7 +94,7 @@ size_t job_options(job_opts *o, unsigned scope, cli_opt *out) {
         {JOB_SIM, {"malicious", CLI_FLOAT, &o->malicious, "F", "fraction of attacking clients (default 0)", 0, 1, NULL, 0}},
         {JOB_SIM, {"attack-scale", CLI_FLOAT, &o->attack_scale, "S", "attackers send -S x their update (default 1)", 0, 1e6, NULL, 0}},
         {JOB_SIM, {"target-accuracy", CLI_FLOAT, &o->target, "A", "report rounds and simulated time to reach this test accuracy", 0, 1, NULL, 0}},
-        {JOB_SIM|JOB_SERVER|JOB_CLIENT, {"threads", CLI_INT, &o->threads, "T", "worker threads (default: all CPUs)", 1, 1024, NULL, 0}},
+        {JOB_SIM|JOB_SERVER|JOB_CLIENT|JOB_LOADGEN, {"threads", CLI_INT, &o->threads, "T", "worker threads (default: all CPUs)", 1, 1024, NULL, 0}},
         {JOB_ALL, {"seed", CLI_U64, &o->seed, "S", "seed for everything (default 1)", 0, 0, NULL, 0}},
         {JOB_ALL, {"job", CLI_U64, &o->job, "ID", "job id: topics, message envelopes (default 0: the seed)", 0, 0, NULL, 0}},
         {JOB_SIM|JOB_SERVER, {"metrics", CLI_STR, &o->metrics, "FILE", "write one JSON object per round (JSON lines)", 0, 0, NULL, 0}},

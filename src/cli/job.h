@@ -1,11 +1,11 @@
 /*
- * A federated job's settings, shared by `edgefl simulate`, `edgefl server`
- * and `edgefl client`: one option table (the keys of a --config JSON file
- * are the option names), one builder from options to the library's
- * configuration structs. Every option has a scope -- the commands that use
- * it; a job file may hold the keys of every scope (the same file describes
- * the job to the simulator, the server and its clients), but the command
- * line takes only the command's own options.
+ * A federated job's settings, shared by `edgefl simulate`, `edgefl server`,
+ * `edgefl client` and `edgefl loadgen`: one option table (the keys of a
+ * --config JSON file are the option names), one builder from options to the
+ * library's configuration structs. Every option has a scope -- the
+ * commands that use it; a job file may hold the keys of every scope (the
+ * same file describes the job to the simulator, the server and its
+ * clients), but the command line takes only the command's own options.
  */
 #ifndef EDGEFL_CLI_JOB_H
 #define EDGEFL_CLI_JOB_H
@@ -14,7 +14,7 @@
 
 #include "cli.h"
 
-enum { JOB_SIM = 1u, JOB_SERVER = 2u, JOB_CLIENT = 4u, JOB_ALL = 7u };
+enum { JOB_SIM = 1u, JOB_SERVER = 2u, JOB_CLIENT = 4u, JOB_LOADGEN = 8u, JOB_ALL = 15u };
 
 typedef struct job_opts {
     const char *config, *dataset, *data_dir, *model, *partition, *strategy, *profile;

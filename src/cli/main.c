@@ -14,6 +14,7 @@ static const cli_cmd COMMANDS[] = {
     {"server", "run a federated job's server over an MQTT broker", cmd_server},
     {"client", "run a federated client over an MQTT broker", cmd_client},
     {"keygen", "generate an Ed25519 key pair for a server or client", cmd_keygen},
+    {"loadgen", "run many light clients over MQTT to load-test a broker and server", cmd_loadgen},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 
