@@ -28,5 +28,8 @@
 #include "edgefl/accountant.h"
 #include "edgefl/identity.h"
 #include "edgefl/worker.h"
+#include "edgefl/gateway.h"
+#include "edgefl/serve.h"
+#include "edgefl/transport.h"
 
 #endif /* EDGEFL_EDGEFL_H */
