@@ -129,7 +129,7 @@ int job_parse(const char *cmd, int argc, char **argv, job_opts *o, unsigned scop
             return CLI_EXIT_FAIL;
         }
         size_t n = job_options(o, JOB_ALL, full);
-        memcpy(full + n, extra, n_extra * sizeof *full);
+        if (n_extra) memcpy(full + n, extra, n_extra * sizeof *full);
         rc = cli_load_config(cmd, cfg_path, full, keep);
         ef_free(full);
         if (rc) return rc;
