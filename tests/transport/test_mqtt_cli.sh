@@ -134,7 +134,8 @@ JOB
     stop_all
     expect 124 timeout 4 "$EF" client --broker "$turl" --config "$tmp/job3.json" --client-index 0 \
         --tls-ca "$tmp/other/ca.crt" --tls-cert "$tmp/other/client-0.crt" --tls-key "$tmp/other/client-0.key"
-    err_has "cannot connect to localhost:$tport"
+    # the handshake fails in the connect call or, under load, in the network loop
+    err_has "cannot connect to localhost:$tport\|network loop: A TLS error occurred"
     grep -q "checked in" "$tmp/err" && fail "a client that distrusts the broker checked in"
     bash "$SRC/deploy/mosquitto/run-broker.sh" --stop "$tmp/tls" 2>/dev/null
 else
