@@ -81,10 +81,9 @@ void ef_client_forget(ef_client *c) {
 
 static ef_status send_small(ef_client *c, ef_msg_type type, uint32_t round, uint64_t task,
                             const uint8_t *payload, size_t plen, ef_outbox *out) {
-    ef_buf *b = ef__msg_new(plen, c->sk != NULL);
+    ef_buf *b = ef__msg_copy(type, c->cfg.job, round, c->cfg.id, ++c->seq, task, payload, plen,
+                             c->sk);
     if (!b) return EF_ERR_NOMEM;
-    memcpy(b->data + EF_WIRE_HEADER, payload, plen);
-    ef__msg_seal(b, type, c->cfg.job, round, c->cfg.id, ++c->seq, task, plen, c->sk);
     ef_status st = ef_outbox_push(out, EF_SERVER_ID, type, b);
     if (st) ef_buf_unref(b);
     return st;

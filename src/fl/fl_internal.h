@@ -36,4 +36,25 @@ void ef__msg_seal(ef_buf *b, ef_msg_type type, uint64_t job, uint32_t round, uin
 ef_status ef__auth_incoming(const uint8_t *buf, const ef_msg *m, const uint8_t *pk,
                             uint64_t *last_seq);
 
+/* A new sealed (and, with sk, signed) message holding a copy of payload
+ * (plen bytes). NULL on OOM. */
+ef_buf *ef__msg_copy(ef_msg_type type, uint64_t job, uint32_t round, uint32_t sender,
+                     uint64_t seq, uint64_t task, const uint8_t *payload, size_t plen,
+                     const uint8_t *sk);
+
+/* An open-addressing map from a client id to the index of its record in an
+ * array whose records start with their uint32_t id (`stride` bytes apart).
+ * Slots hold index + 1; the table is at most half full. */
+typedef struct ef__idmap {
+    uint32_t *slots;
+    size_t n_slots;
+} ef__idmap;
+
+/* The index of the record with `id`, or -1. */
+long ef__idmap_find(const ef__idmap *m, uint32_t id, const void *recs, size_t stride);
+/* Maps `id` to index n (the records 0..n-1 already mapped), growing the
+ * table first when needed. EF_ERR_NOMEM leaves the map as it was. */
+ef_status ef__idmap_put(ef__idmap *m, uint32_t id, size_t n, const void *recs, size_t stride);
+void ef__idmap_free(ef__idmap *m);
+
 #endif /* EDGEFL_FL_INTERNAL_H */

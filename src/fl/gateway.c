@@ -182,10 +182,9 @@ static size_t select_local(ef_gateway *g, int for_eval) {
 /* Seals, signs and queues a small upstream message from the gateway. */
 static ef_status send_up(ef_gateway *g, ef_msg_type type, uint32_t round, uint64_t task,
                          const uint8_t *payload, size_t plen, ef_outbox *out) {
-    ef_buf *b = ef__msg_new(plen, g->sk != NULL);
+    ef_buf *b = ef__msg_copy(type, g->cfg.job, round, g->cfg.id, ++g->seq, task, payload, plen,
+                             g->sk);
     if (!b) return EF_ERR_NOMEM;
-    memcpy(b->data + EF_WIRE_HEADER, payload, plen);
-    ef__msg_seal(b, type, g->cfg.job, round, g->cfg.id, ++g->seq, task, plen, g->sk);
     ef_status st = ef_outbox_push(out, EF_SERVER_ID, type, b);
     if (st) ef_buf_unref(b);
     return st;
@@ -245,11 +244,9 @@ static ef_status local_model(ef_gateway *g) {
     ef_msg m;
     ef_status st = ef_wire_decode(g->up_model->data, g->up_model->len, (size_t)-1, &m);
     if (st) return st; /* decoded before: cannot fail */
-    ef_buf *b = ef__msg_new(m.payload_len, g->sk != NULL);
+    ef_buf *b = ef__msg_copy(EF_MSG_MODEL, g->cfg.job, g->up_version, EF_SERVER_ID, ++g->seq, 0,
+                             m.payload, m.payload_len, g->sk);
     if (!b) return EF_ERR_NOMEM;
-    memcpy(b->data + EF_WIRE_HEADER, m.payload, m.payload_len);
-    ef__msg_seal(b, EF_MSG_MODEL, g->cfg.job, g->up_version, EF_SERVER_ID, ++g->seq, 0,
-                 m.payload_len, g->sk);
     g->loc_model = b;
     return EF_OK;
 }
@@ -276,11 +273,9 @@ static ef_status send_local_task(ef_gateway *g, local_rec *c, ef_msg_type type,
         ef_buf_unref(g->loc_model);
         return st;
     }
-    ef_buf *b = ef__msg_new(plen, g->sk != NULL);
-    if (!b) return EF_ERR_NOMEM;
-    memcpy(b->data + EF_WIRE_HEADER, p, plen);
     uint64_t seq = ++g->seq;
-    ef__msg_seal(b, type, g->cfg.job, g->up_round, EF_SERVER_ID, seq, seq, plen, g->sk);
+    ef_buf *b = ef__msg_copy(type, g->cfg.job, g->up_round, EF_SERVER_ID, seq, seq, p, plen, g->sk);
+    if (!b) return EF_ERR_NOMEM;
     if ((st = ef_outbox_push(out, c->id, type, b)) != EF_OK) {
         ef_buf_unref(b);
         return st;

@@ -45,32 +45,9 @@ ef_server_config ef_server_defaults(void) {
 
 /* ---- client registry ------------------------------------------------------ */
 
-static uint32_t slot_hash(uint32_t id) {
-    uint64_t x = (uint64_t)id * 0x9E3779B97F4A7C15ull;
-    return (uint32_t)(x >> 32);
-}
-
 client_rec *ef__server_find_client(ef_server *s, uint32_t id) {
-    if (!s->n_slots) return NULL;
-    for (size_t i = slot_hash(id) & (s->n_slots - 1);; i = (i + 1) & (s->n_slots - 1)) {
-        uint32_t v = s->slots[i];
-        if (v == 0) return NULL;
-        if (s->clients[v - 1].id == id) return &s->clients[v - 1];
-    }
-}
-
-static ef_status rehash(ef_server *s, size_t n_slots) {
-    uint32_t *ns = ef_calloc(n_slots, sizeof *ns);
-    if (!ns) return EF_ERR_NOMEM;
-    for (size_t k = 0; k < s->n_clients; k++) {
-        size_t i = slot_hash(s->clients[k].id) & (n_slots - 1);
-        while (ns[i]) i = (i + 1) & (n_slots - 1);
-        ns[i] = (uint32_t)(k + 1);
-    }
-    ef_free(s->slots);
-    s->slots = ns;
-    s->n_slots = n_slots;
-    return EF_OK;
+    long i = ef__idmap_find(&s->ids, id, s->clients, sizeof *s->clients);
+    return i < 0 ? NULL : &s->clients[i];
 }
 
 ef_status ef__server_add_client(ef_server *s, uint32_t id, client_rec **out) {
@@ -87,17 +64,11 @@ ef_status ef__server_add_client(ef_server *s, uint32_t id, client_rec **out) {
         s->order = no;
         s->cap_clients = nc;
     }
-    if ((s->n_clients + 1) * 2 > s->n_slots) {
-        ef_status st = rehash(s, s->n_slots ? s->n_slots * 2 : 128);
-        if (st) return st;
-    }
-    client_rec *c = &s->clients[s->n_clients];
+    ef_status st = ef__idmap_put(&s->ids, id, s->n_clients, s->clients, sizeof *s->clients);
+    if (st) return st;
+    client_rec *c = &s->clients[s->n_clients++];
     memset(c, 0, sizeof *c);
     c->id = id;
-    size_t i = slot_hash(id) & (s->n_slots - 1);
-    while (s->slots[i]) i = (i + 1) & (s->n_slots - 1);
-    s->slots[i] = (uint32_t)(s->n_clients + 1);
-    s->n_clients++;
     *out = c;
     return EF_OK;
 }
@@ -799,6 +770,18 @@ static ef_status refuse(ef_server *s, ef_status st) {
     return st;
 }
 
+/* The n_params floats of a message, read in place when they are aligned on
+ * a little-endian host, else copied into *tmp (freed by the caller; NULL
+ * when nothing was copied). NULL on OOM. */
+static const float *message_floats(const ef_server *s, const uint8_t *raw, float **tmp) {
+    *tmp = NULL;
+    if (((uintptr_t)raw & 3) == 0 && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
+        return (const float *)(const void *)raw;
+    if (!(*tmp = ef_malloc((s->n_params ? s->n_params : 1) * sizeof(float)))) return NULL;
+    ef_wire_floats(*tmp, raw, s->n_params);
+    return *tmp;
+}
+
 static ef_status on_update(ef_server *s, double now, const ef_msg *m, size_t len,
                            client_rec *c, ef_outbox *out) {
     ef_update u;
@@ -836,15 +819,9 @@ static ef_status on_update(ef_server *s, double now, const ef_msg *m, size_t len
         }
         weight *= ef_staleness_weight(staleness, s->cfg.staleness_exponent);
     }
-    /* The update's floats sit at an arbitrary alignment inside the message. */
-    const float *delta = (const float *)(const void *)u.raw;
-    float *tmp = NULL;
-    if (((uintptr_t)u.raw & 3) != 0 || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__) {
-        tmp = ef_malloc(s->n_params * sizeof(float));
-        if (!tmp) return EF_ERR_NOMEM;
-        ef_wire_floats(tmp, u.raw, s->n_params);
-        delta = tmp;
-    }
+    float *tmp;
+    const float *delta = message_floats(s, u.raw, &tmp);
+    if (!delta) return EF_ERR_NOMEM;
     if (s->n_norms == s->cap_norms) {
         size_t nc = s->cap_norms ? 2 * s->cap_norms : 64;
         double *nv = ef_realloc(s->norms, nc * sizeof *nv);
@@ -945,13 +922,9 @@ static ef_status on_partial(ef_server *s, double now, const ef_msg *m, size_t le
                                       (unsigned long long)e.seq));
         weight += e.n_examples;
     }
-    const float *mean = (const float *)(const void *)pa.raw;
-    float *tmp = NULL;
-    if (((uintptr_t)pa.raw & 3) != 0 || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__) {
-        if (!(tmp = ef_malloc((s->n_params ? s->n_params : 1) * sizeof(float)))) return EF_ERR_NOMEM;
-        ef_wire_floats(tmp, pa.raw, s->n_params);
-        mean = tmp;
-    }
+    float *tmp;
+    const float *mean = message_floats(s, pa.raw, &tmp);
+    if (!mean) return EF_ERR_NOMEM;
     st = ef_strategy_add(s->strat, mean, weight);
     ef_free(tmp);
     if (st == EF_ERR_NOMEM) return st;
@@ -1282,7 +1255,7 @@ void ef_server_free(ef_server *s) {
     ef_free(s->model);
     ef_buf_unref(s->model_buf);
     ef_free(s->clients);
-    ef_free(s->slots);
+    ef__idmap_free(&s->ids);
     ef_free(s->pick);
     ef_free(s->order);
     if (s->sk) sodium_free(s->sk);

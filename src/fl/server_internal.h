@@ -8,6 +8,7 @@
 #include "edgefl/accountant.h"
 #include "edgefl/rng.h"
 #include "edgefl/server.h"
+#include "fl_internal.h"
 #include "privacy/dp_internal.h"
 #include "privacy/secagg_internal.h"
 
@@ -58,8 +59,7 @@ struct ef_server {
     ef_buf *model_buf;      /* MODEL message of the current version, or NULL */
     client_rec *clients;
     size_t n_clients, cap_clients;
-    uint32_t *slots;        /* open-addressing map id -> index + 1 */
-    size_t n_slots;
+    ef__idmap ids;          /* client id -> index in clients */
     uint32_t *pick;         /* selection scratch (cap_clients) */
     uint64_t *order;        /* selection scratch: (id, index) keys sorted by id */
     uint8_t *sk;            /* the server's signing key (secure memory), or NULL */

@@ -143,14 +143,14 @@ static int get_num(const cJSON *o, const char *k, double lo, double hi, double *
     return 1;
 }
 
-/* BLAKE2b-256 over the floats of the model and the strategy state. */
-static void state_hash(ef_server *s, uint8_t out[EF_HASH_BYTES]) {
+/* BLAKE2b-256 over the model's floats and the ns strategy-state vectors. */
+static void state_hash(const float *model, float *const *sv, size_t ns, size_t n,
+                       uint8_t out[EF_HASH_BYTES]) {
     crypto_generichash_state h;
     crypto_generichash_init(&h, NULL, 0, EF_HASH_BYTES);
-    crypto_generichash_update(&h, (const uint8_t *)s->model, s->n_params * sizeof(float));
-    for (size_t i = 0; i < ef_strategy_state_count(s->strat); i++)
-        crypto_generichash_update(&h, (const uint8_t *)ef_strategy_state(s->strat, i, NULL),
-                                  s->n_params * sizeof(float));
+    crypto_generichash_update(&h, (const uint8_t *)model, n * sizeof(float));
+    for (size_t i = 0; i < ns; i++)
+        crypto_generichash_update(&h, (const uint8_t *)sv[i], n * sizeof(float));
     crypto_generichash_final(&h, out, EF_HASH_BYTES);
 }
 
@@ -214,7 +214,10 @@ ef_status ef_server_checkpoint(ef_server *s, const char *dir) {
     if ((st = write_model_file(s, model_path)) != EF_OK) goto out;
     st = EF_ERR_NOMEM;
     uint8_t h[EF_HASH_BYTES];
-    state_hash(s, h);
+    float *sv[2] = {NULL, NULL};
+    size_t ns = ef_strategy_state_count(s->strat);
+    for (size_t i = 0; i < ns && i < 2; i++) sv[i] = ef_strategy_state(s->strat, i, NULL);
+    state_hash(s->model, sv, ns, s->n_params, h);
     char hh[2 * EF_HASH_BYTES + 1], rng[2 * sizeof s->rng_at_close.s + 1];
     hex_of(hh, h, sizeof h);
     uint8_t rb[sizeof s->rng_at_close.s];
@@ -426,17 +429,10 @@ ef_status ef_server_restore(ef_server *s, const char *dir, int *restored) {
         (void)ls;
     }
     /* the hash covers model and strategy state as they will be installed */
-    {
-        crypto_generichash_state h;
-        uint8_t have[EF_HASH_BYTES];
-        crypto_generichash_init(&h, NULL, 0, EF_HASH_BYTES);
-        crypto_generichash_update(&h, (const uint8_t *)model, s->n_params * sizeof(float));
-        for (size_t i = 0; i < ns; i++)
-            crypto_generichash_update(&h, (const uint8_t *)sv[i], s->n_params * sizeof(float));
-        crypto_generichash_final(&h, have, EF_HASH_BYTES);
-        if (sodium_memcmp(have, want, EF_HASH_BYTES) != 0)
-            BAD("%s: does not match the hash in %s (corrupted or from another run)", model_path, P);
-    }
+    uint8_t have[EF_HASH_BYTES];
+    state_hash(model, sv, ns, s->n_params, have);
+    if (sodium_memcmp(have, want, EF_HASH_BYTES) != 0)
+        BAD("%s: does not match the hash in %s (corrupted or from another run)", model_path, P);
     /* install: nothing below fails except on memory */
     for (int i = 0; i < nc; i++) {
         const cJSON *e = cJSON_GetArrayItem(ca, i);

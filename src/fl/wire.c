@@ -485,3 +485,58 @@ void ef_outbox_free(ef_outbox *o) {
 void ef_hash(uint8_t out[EF_HASH_BYTES], const void *data, size_t n) {
     crypto_generichash(out, EF_HASH_BYTES, data, n, NULL, 0);
 }
+
+ef_buf *ef__msg_copy(ef_msg_type type, uint64_t job, uint32_t round, uint32_t sender,
+                     uint64_t seq, uint64_t task, const uint8_t *payload, size_t plen,
+                     const uint8_t *sk) {
+    ef_buf *b = ef__msg_new(plen, sk != NULL);
+    if (!b) return NULL;
+    if (plen) memcpy(b->data + EF_WIRE_HEADER, payload, plen);
+    ef__msg_seal(b, type, job, round, sender, seq, task, plen, sk);
+    return b;
+}
+
+/* ---- client id map (server, worker) ----------------------------------------- */
+
+static uint32_t idmap_hash(uint32_t id) { return (uint32_t)(((uint64_t)id * 0x9E3779B97F4A7C15ull) >> 32); }
+
+static uint32_t rec_id(const void *recs, size_t stride, size_t i) {
+    uint32_t id;
+    memcpy(&id, (const char *)recs + i * stride, sizeof id);
+    return id;
+}
+
+long ef__idmap_find(const ef__idmap *m, uint32_t id, const void *recs, size_t stride) {
+    if (!m->n_slots) return -1;
+    for (size_t i = idmap_hash(id) & (m->n_slots - 1);; i = (i + 1) & (m->n_slots - 1)) {
+        uint32_t v = m->slots[i];
+        if (v == 0) return -1;
+        if (rec_id(recs, stride, v - 1) == id) return (long)(v - 1);
+    }
+}
+
+static void idmap_place(uint32_t *slots, size_t n_slots, uint32_t id, size_t idx) {
+    size_t i = idmap_hash(id) & (n_slots - 1);
+    while (slots[i]) i = (i + 1) & (n_slots - 1);
+    slots[i] = (uint32_t)(idx + 1);
+}
+
+ef_status ef__idmap_put(ef__idmap *m, uint32_t id, size_t n, const void *recs, size_t stride) {
+    if ((n + 1) * 2 > m->n_slots) {
+        size_t ns = m->n_slots ? 2 * m->n_slots : 128;
+        uint32_t *slots = ef_calloc(ns, sizeof *slots);
+        if (!slots) return EF_ERR_NOMEM;
+        for (size_t k = 0; k < n; k++) idmap_place(slots, ns, rec_id(recs, stride, k), k);
+        ef_free(m->slots);
+        m->slots = slots;
+        m->n_slots = ns;
+    }
+    idmap_place(m->slots, m->n_slots, id, n);
+    return EF_OK;
+}
+
+void ef__idmap_free(ef__idmap *m) {
+    ef_free(m->slots);
+    m->slots = NULL;
+    m->n_slots = 0;
+}

@@ -35,8 +35,7 @@ struct ef_worker {
     uint64_t seq;
     wclient *cl;
     size_t n_cl, cap_cl;
-    uint32_t *slots;        /* id -> index + 1 */
-    size_t n_slots;
+    ef__idmap ids;          /* client id -> index in cl */
     /* the open batch */
     int open;
     uint32_t b_round, b_version;
@@ -49,15 +48,9 @@ struct ef_worker {
     ef_worker_stats st;
 };
 
-static uint32_t slot_hash(uint32_t id) { return (uint32_t)(((uint64_t)id * 0x9E3779B97F4A7C15ull) >> 32); }
-
 static wclient *find(ef_worker *w, uint32_t id) {
-    if (!w->n_slots) return NULL;
-    for (size_t i = slot_hash(id) & (w->n_slots - 1);; i = (i + 1) & (w->n_slots - 1)) {
-        uint32_t v = w->slots[i];
-        if (!v) return NULL;
-        if (w->cl[v - 1].id == id) return &w->cl[v - 1];
-    }
+    long i = ef__idmap_find(&w->ids, id, w->cl, sizeof *w->cl);
+    return i < 0 ? NULL : &w->cl[i];
 }
 
 static ef_status add(ef_worker *w, uint32_t id, wclient **out) {
@@ -68,25 +61,11 @@ static ef_status add(ef_worker *w, uint32_t id, wclient **out) {
         w->cl = nv;
         w->cap_cl = nc;
     }
-    if ((w->n_cl + 1) * 2 > w->n_slots) {
-        size_t ns = w->n_slots ? 2 * w->n_slots : 128;
-        uint32_t *s = ef_calloc(ns, sizeof *s);
-        if (!s) return EF_ERR_NOMEM;
-        for (size_t k = 0; k < w->n_cl; k++) {
-            size_t i = slot_hash(w->cl[k].id) & (ns - 1);
-            while (s[i]) i = (i + 1) & (ns - 1);
-            s[i] = (uint32_t)(k + 1);
-        }
-        ef_free(w->slots);
-        w->slots = s;
-        w->n_slots = ns;
-    }
-    wclient *c = &w->cl[w->n_cl];
+    ef_status st = ef__idmap_put(&w->ids, id, w->n_cl, w->cl, sizeof *w->cl);
+    if (st) return st;
+    wclient *c = &w->cl[w->n_cl++];
     memset(c, 0, sizeof *c);
     c->id = id;
-    size_t i = slot_hash(id) & (w->n_slots - 1);
-    while (w->slots[i]) i = (i + 1) & (w->n_slots - 1);
-    w->slots[i] = (uint32_t)(++w->n_cl);
     *out = c;
     return EF_OK;
 }
@@ -131,7 +110,7 @@ void ef_worker_free(ef_worker *w) {
     if (!w) return;
     if (w->sk) sodium_free(w->sk);
     ef_free(w->cl);
-    ef_free(w->slots);
+    ef__idmap_free(&w->ids);
     ef_free(w->acc);
     ef_free(w->tmp);
     ef_free(w->ent);
