@@ -94,8 +94,6 @@ int cmd_client(int argc, char **argv) {
     mqtt_args_defaults(&ma);
     const char *index_text = NULL, *key_path = NULL, *server_key_path = NULL;
     uint64_t id64 = UINT64_MAX, max_tasks = 0;
-    cli_opt extra[MQTT_ARGS_N + 6];
-    mqtt_args_options(&ma, extra);
     cli_opt mine[] = {
         {"client-index", CLI_STR, &index_text, "I/N", "this client's slice of the N-way partition (required)", 0, 0, NULL, 0},
         {"id", CLI_U64, &id64, "ID", "client id on the wire and in topics (default: I)", 0, 0, NULL, 0},
@@ -104,12 +102,10 @@ int cmd_client(int argc, char **argv) {
         {"server-key", CLI_STR, &server_key_path, "FILE", "the server's public key (FILE.pub or hex): accept only messages it signed", 0, 0, NULL, 0},
         {0},
     };
-    memcpy(extra + MQTT_ARGS_N, mine, sizeof mine);
-    cli_opt table[JOB_MAX_OPTS + MQTT_ARGS_N + 6];
     void *keep = NULL;
     int help;
-    int rc = job_parse("client", argc, argv, &o, JOB_CLIENT, extra, table, &help, USAGE, DESC,
-                       &keep);
+    int rc = job_parse_mqtt("client", argc, argv, &o, JOB_CLIENT, &ma, mine, &help, USAGE, DESC,
+                            &keep);
     if (rc || help) return rc;
 
     int status = CLI_EXIT_USAGE;

@@ -183,8 +183,6 @@ int cmd_loadgen(int argc, char **argv) {
     double compute_ms = 0, noise = 1e-3;
     const char *examples_text = "100", *keys_dir = NULL, *make_keys_dir = NULL,
                *server_key_path = NULL;
-    cli_opt extra[MQTT_ARGS_N + 13];
-    mqtt_args_options(&ma, extra);
     cli_opt mine[] = {
         {"first-id", CLI_U64, &first64, "K", "id of the first client (default 0): ids K..K+N-1", 0, 0, NULL, 0},
         {"full-fanout", CLI_FLAG, &full_fanout, NULL, "every client subscribes to the broadcast model itself (default: one shared subscription per process)", 0, 0, NULL, 0},
@@ -200,12 +198,10 @@ int cmd_loadgen(int argc, char **argv) {
         {"force", CLI_FLAG, &force, NULL, "--make-keys: overwrite existing keys", 0, 0, NULL, 0},
         {0},
     };
-    memcpy(extra + MQTT_ARGS_N, mine, sizeof mine);
-    cli_opt table[JOB_MAX_OPTS + MQTT_ARGS_N + 13];
     void *keep = NULL;
     int help;
-    int rc = job_parse("loadgen", argc, argv, &o, JOB_LOADGEN, extra, table, &help, USAGE, DESC,
-                       &keep);
+    int rc = job_parse_mqtt("loadgen", argc, argv, &o, JOB_LOADGEN, &ma, mine, &help, USAGE, DESC,
+                            &keep);
     if (rc || help) return rc;
 
     int status = CLI_EXIT_USAGE;

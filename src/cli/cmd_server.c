@@ -162,8 +162,6 @@ int cmd_server(int argc, char **argv) {
     mqtt_args_defaults(&ma);
     const char *state_dir = NULL, *key_path = NULL, *allow_path = NULL, *http = NULL;
     int min_clients = 0, keep_retained = 0;
-    cli_opt extra[MQTT_ARGS_N + 7];
-    mqtt_args_options(&ma, extra);
     cli_opt mine[] = {
         {"state-dir", CLI_STR, &state_dir, "DIR", "checkpoint after every round into DIR and resume from it", 0, 0, NULL, 0},
         {"key", CLI_STR, &key_path, "FILE", "the server's secret key (edgefl keygen): sign every message", 0, 0, NULL, 0},
@@ -173,12 +171,10 @@ int cmd_server(int argc, char **argv) {
         {"keep-retained", CLI_FLAG, &keep_retained, NULL, "leave the last model retained on the broker at the end", 0, 0, NULL, 0},
         {0},
     };
-    memcpy(extra + MQTT_ARGS_N, mine, sizeof mine);
-    cli_opt table[JOB_MAX_OPTS + MQTT_ARGS_N + 7];
     void *keep = NULL;
     int help;
-    int rc = job_parse("server", argc, argv, &o, JOB_SERVER, extra, table, &help, USAGE, DESC,
-                       &keep);
+    int rc = job_parse_mqtt("server", argc, argv, &o, JOB_SERVER, &ma, mine, &help, USAGE, DESC,
+                            &keep);
     if (rc || help) return rc;
 
     int status = CLI_EXIT_USAGE;

@@ -145,6 +145,30 @@ int job_parse(const char *cmd, int argc, char **argv, job_opts *o, unsigned scop
     return rc;
 }
 
+int job_parse_mqtt(const char *cmd, int argc, char **argv, job_opts *o, unsigned scope,
+                   mqtt_args *ma, const cli_opt *mine, int *help, const char *usage,
+                   const char *desc, void **keep) {
+    size_t n_mine = 0;
+    while (mine && mine[n_mine].name) n_mine++;
+    size_t n_extra = MQTT_ARGS_N + n_mine;
+    cli_opt *extra = ef_calloc(n_extra + 1, sizeof *extra);
+    cli_opt *table = ef_calloc(JOB_MAX_OPTS + n_extra + 1, sizeof *table);
+    *keep = NULL;
+    *help = 0;
+    if (!extra || !table) {
+        ef_free(extra);
+        ef_free(table);
+        cli_error(cmd, "out of memory");
+        return CLI_EXIT_FAIL;
+    }
+    mqtt_args_options(ma, extra);
+    if (n_mine) memcpy(extra + MQTT_ARGS_N, mine, n_mine * sizeof *extra);
+    int rc = job_parse(cmd, argc, argv, o, scope, extra, table, help, usage, desc, keep);
+    ef_free(extra);
+    ef_free(table);
+    return rc;
+}
+
 int job_build(const char *cmd, const job_opts *o, ef_sim_config *c) {
     *c = ef_sim_defaults();
     ef_status st;

@@ -13,6 +13,7 @@
 #include <cjson/cJSON.h>
 
 #include "cli.h"
+#include "mqtt_args.h"
 
 enum { JOB_SIM = 1u, JOB_SERVER = 2u, JOB_CLIENT = 4u, JOB_LOADGEN = 8u, JOB_ALL = 15u };
 
@@ -58,6 +59,16 @@ size_t job_options(job_opts *o, unsigned scope, cli_opt *out);
 int job_parse(const char *cmd, int argc, char **argv, job_opts *o, unsigned scope,
               cli_opt *extra, cli_opt *table, int *help, const char *usage, const char *desc,
               void **keep);
+
+/*
+ * job_parse for the commands that talk to a broker: the job options in
+ * `scope`, then the broker options of `ma` (mqtt_args_options), then the
+ * command's own options `mine` (zero-terminated, may be NULL). Same
+ * returns as job_parse.
+ */
+int job_parse_mqtt(const char *cmd, int argc, char **argv, job_opts *o, unsigned scope,
+                   mqtt_args *ma, const cli_opt *mine, int *help, const char *usage,
+                   const char *desc, void **keep);
 
 /*
  * Builds the library configuration from the options: server, strategy,

@@ -13,44 +13,11 @@
 
 #include "edgefl/client.h"
 #include "edgefl/wire.h"
-#include "test_util.h"
+#include "fl_test_util.h"
 
 #define JOB 0x0123456789ABCDEFull
 #define CID 77u
 #define MAXN 64
-
-static uint32_t rd32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t rd64(const uint8_t *p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
-static float rdf32(const uint8_t *p) {
-    uint32_t u = rd32(p);
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
-static double rdf64(const uint8_t *p) {
-    uint64_t u = rd64(p);
-    double d;
-    memcpy(&d, &u, 8);
-    return d;
-}
-static void wr16(uint8_t *p, uint16_t v) {
-    p[0] = (uint8_t)v;
-    p[1] = (uint8_t)(v >> 8);
-}
-static void wr32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static void wr64(uint8_t *p, uint64_t v) {
-    wr32(p, (uint32_t)v);
-    wr32(p + 4, (uint32_t)(v >> 32));
-}
-static void wrf32(uint8_t *p, float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    wr32(p, u);
-}
 
 /* ---- messages a server would send ---------------------------------------- */
 

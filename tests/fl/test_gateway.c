@@ -33,7 +33,7 @@
 #include "edgefl/server.h"
 #include "edgefl/strategy.h"
 #include "edgefl/wire.h"
-#include "test_util.h"
+#include "fl_test_util.h"
 
 #define NP 8        /* model size */
 #define JOB 42
@@ -48,41 +48,6 @@
 #define UPDATE_LEN (EF_WIRE_HEADER + EF_UPDATE_FIXED + 4 * NP)
 
 /* ---- little-endian helpers for crafting messages ------------------------ */
-
-static uint32_t rd32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t rd64(const uint8_t *p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
-static void wr32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static void wr64(uint8_t *p, uint64_t v) {
-    wr32(p, (uint32_t)v);
-    wr32(p + 4, (uint32_t)(v >> 32));
-}
-
-static ef_buf *buf_copy(const ef_buf *src, size_t len) {
-    ef_buf *b = ef_buf_new(len);
-    memset(b->data, 0, len);
-    memcpy(b->data, src->data, len < src->len ? len : src->len);
-    return b;
-}
-
-/* Recomputes length and CRC of a crafted (unsigned) message from its own
- * header fields: a well-formed envelope. */
-static void reseal(ef_buf *b) {
-    ef_wire_seal_task(b->data, (ef_msg_type)b->data[5], rd64(b->data + 8), rd32(b->data + 16),
-                      rd32(b->data + 20), rd64(b->data + 24), rd64(b->data + 32),
-                      b->len - EF_WIRE_HEADER);
-}
-
-static ef_buf *with_header(const ef_buf *src, int off, uint64_t v, int bytes) {
-    ef_buf *b = buf_copy(src, src->len);
-    if (bytes == 8) wr64(b->data + off, v);
-    else wr32(b->data + off, (uint32_t)v);
-    reseal(b);
-    return b;
-}
 
 /* ---- the fake trainer ------------------------------------------------------ */
 
@@ -344,16 +309,6 @@ static ef_status to_home(world *w, int k, double now, const uint8_t *data, size_
     return ef_server_handle(w->s, now, data, len, &w->down);
 }
 
-/* Removes the oldest message of an outbox; the caller owns its reference. */
-static ef_buf *pop(ef_outbox *o, ef_msg_type *type) {
-    if (o->n == 0) return NULL;
-    ef_buf *b = o->v[0].buf;
-    if (type) *type = o->v[0].type;
-    memmove(o->v, o->v + 1, (o->n - 1) * sizeof *o->v);
-    o->n--;
-    return b;
-}
-
 /* Delivers leaf k's oldest message. */
 static ef_status deliver(world *w, int k, double now) {
     ef_buf *b = pop(&w->up[k], NULL);
@@ -403,23 +358,9 @@ static void tick_all(world *w, double now) {
     for (int g = 0; g < w->n_gw; g++) CHECK_OK(ef_gateway_tick(w->g[g], now, &w->gout[g]));
 }
 
-static const ef_round_record *record(const world *w, size_t i) {
-    static ef_round_record none;
-    size_t n;
-    const ef_round_record *r = ef_server_records(w->s, &n);
-    CHECK_MSG(i < n, "no record %zu (%zu stored)", i, n);
-    if (i >= n) {
-        none = ef_round_record_empty(0);
-        return &none;
-    }
-    return &r[i];
-}
+static const ef_round_record *record(const world *w, size_t i) { return server_record(w->s, i); }
 
-static size_t n_records(const world *w) {
-    size_t n;
-    ef_server_records(w->s, &n);
-    return n;
-}
+static size_t n_records(const world *w) { return server_n_records(w->s); }
 
 static const float *model_of(const world *w) {
     size_t n;
@@ -432,17 +373,6 @@ static ef_gateway_stats stats(const world *w, int g) {
     ef_gateway_stats s;
     ef_gateway_get_stats(w->g[g], &s);
     return s;
-}
-
-static ef_server_config base_config(void) {
-    ef_server_config cfg = ef_server_defaults();
-    cfg.job = JOB;
-    cfg.local_epochs = 2;
-    cfg.batch = 16;
-    cfg.lr = 0.125f;
-    cfg.momentum = 0.5f;
-    cfg.seed = 7;
-    return cfg;
 }
 
 /* The weighted mean of leaves lo..hi-1's fake deltas (in double), their
@@ -483,7 +413,7 @@ static const int FLAT[NLEAF] = {-1, -1, -1, -1, -1, -1, -1};
 
 /* A flat run: the server and its seven clients, `rounds` rounds. */
 static world *run_flat(const fake *f, uint32_t rounds, int fed_eval) {
-    ef_server_config cfg = base_config();
+    ef_server_config cfg = fl_base_config(JOB);
     cfg.rounds = rounds;
     cfg.clients_per_round = NLEAF;
     cfg.min_clients = NLEAF;
@@ -503,7 +433,7 @@ static world *run_flat(const fake *f, uint32_t rounds, int fed_eval) {
 
 /* The same clients behind two gateways. */
 static world *run_two_level(const fake *f, uint32_t rounds, int fed_eval) {
-    ef_server_config cfg = base_config();
+    ef_server_config cfg = fl_base_config(JOB);
     cfg.rounds = rounds;
     cfg.clients_per_round = 2;
     cfg.min_clients = 2;
@@ -638,7 +568,7 @@ static void test_eval(void) {
 
     /* a leaf without held-out data is not asked; one that leaves during the
      * evaluation is not waited for; the deadline closes a silent one */
-    ef_server_config cfg = base_config();
+    ef_server_config cfg = fl_base_config(JOB);
     cfg.rounds = 1;
     cfg.clients_per_round = 1;
     cfg.min_clients = 1;
@@ -691,7 +621,7 @@ static void test_eval(void) {
 /* A straggler past the local deadline is left out, the partial still goes
  * upstream in time; a gateway with no local update sends nothing. */
 static void test_deadlines(void) {
-    ef_server_config cfg = base_config();
+    ef_server_config cfg = fl_base_config(JOB);
     cfg.rounds = 2;
     cfg.clients_per_round = 2;
     cfg.min_clients = 2;
@@ -766,7 +696,7 @@ static void test_deadlines(void) {
  * no local client able to train; a newer upstream task cutting a local
  * round short. */
 static void test_membership(void) {
-    ef_server_config cfg = base_config();
+    ef_server_config cfg = fl_base_config(JOB);
     cfg.rounds = 3;
     cfg.clients_per_round = 1;
     cfg.min_clients = 1;
@@ -851,7 +781,7 @@ static void test_membership(void) {
 /* A newer upstream task arriving while a local round is open ends that
  * round without an answer; the local answers to it are refused. */
 static void test_abandon(void) {
-    ef_server_config cfg = base_config();
+    ef_server_config cfg = fl_base_config(JOB);
     cfg.rounds = 2;
     cfg.clients_per_round = 1;
     cfg.min_clients = 1;
@@ -897,7 +827,7 @@ static void test_abandon(void) {
 /* The MODEL of the server's next task arrives, then the open local round
  * completes, then the TASK: the new model must still be held. */
 static void test_model_before_finish(void) {
-    ef_server_config cfg = base_config();
+    ef_server_config cfg = fl_base_config(JOB);
     cfg.rounds = 2;
     cfg.clients_per_round = 1;
     cfg.min_clients = 1;
@@ -972,7 +902,7 @@ static void refused_up(world *w, int g, double now, ef_buf *b, ef_status want,
 }
 
 static void test_refusals(void) {
-    ef_server_config cfg = base_config();
+    ef_server_config cfg = fl_base_config(JOB);
     cfg.rounds = 1;
     cfg.clients_per_round = 1;
     cfg.min_clients = 1;
@@ -1141,8 +1071,6 @@ static void test_refusals(void) {
 
 /* ---- authentication -------------------------------------------------------- */
 
-static ef_buf *dup_buf(const ef_buf *b) { return buf_copy(b, b->len); }
-
 /* Every message in o is signed by pk; local ones come as the server. */
 static void all_signed(const ef_outbox *o, const uint8_t *pk, uint32_t upstream_sender) {
     for (size_t i = 0; i < o->n; i++) {
@@ -1172,7 +1100,7 @@ static void test_authentication(void) {
         g_leaf_sk[k] = lsk[k];
     }
     g_server_pk = spk;
-    ef_server_config cfg = base_config();
+    ef_server_config cfg = fl_base_config(JOB);
     cfg.rounds = 2;
     cfg.clients_per_round = 2;
     cfg.min_clients = 2;
@@ -1299,7 +1227,7 @@ static void test_authentication(void) {
 /* ---- check-ins and selection ------------------------------------------------ */
 
 static void test_checkin_and_selection(void) {
-    ef_server_config cfg = base_config();
+    ef_server_config cfg = fl_base_config(JOB);
     cfg.rounds = 2;
     cfg.clients_per_round = 1;
     cfg.min_clients = 1;
@@ -1477,7 +1405,7 @@ static int replay(const ef_gateway_config *gc, const input *in, int n_in, long k
 }
 
 static void test_out_of_memory(void) {
-    ef_server_config cfg = base_config();
+    ef_server_config cfg = fl_base_config(JOB);
     cfg.rounds = 1;
     cfg.clients_per_round = 1;
     ef_strategy_config sc = ef_strategy_defaults(EF_STRAT_FEDAVG);

@@ -28,7 +28,7 @@
 #include "edgefl/strategy.h"
 #include "edgefl/wire.h"
 #include "edgefl/worker.h"
-#include "test_util.h"
+#include "fl_test_util.h"
 
 #define NP 8      /* model size: small enough that a TASK is larger than a MODEL */
 #define MAXC 12   /* clients per test */
@@ -42,40 +42,6 @@
 #define UPDATE_LEN (EF_WIRE_HEADER + EF_UPDATE_FIXED + 4 * NP)
 
 /* ---- little-endian helpers for crafting messages ------------------------ */
-
-static uint32_t rd32(const uint8_t *p) {
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-static uint64_t rd64(const uint8_t *p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
-static void wr32(uint8_t *p, uint32_t v) {
-    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> (8 * i));
-}
-static void wr64(uint8_t *p, uint64_t v) {
-    wr32(p, (uint32_t)v);
-    wr32(p + 4, (uint32_t)(v >> 32));
-}
-static void wrf32(uint8_t *p, float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    wr32(p, u);
-}
-
-/* A copy of `len` bytes of `data` (len may differ from the source: the
- * extra bytes are zero). */
-static ef_buf *buf_copy(const ef_buf *src, size_t len) {
-    ef_buf *b = ef_buf_new(len);
-    memset(b->data, 0, len);
-    memcpy(b->data, src->data, len < src->len ? len : src->len);
-    return b;
-}
-
-/* Recomputes the header (length and CRC) of a crafted message from its own
- * header fields and length: the result is a well-formed envelope. */
-static void reseal(ef_buf *b) {
-    ef_wire_seal_task(b->data, (ef_msg_type)b->data[5], rd64(b->data + 8), rd32(b->data + 16),
-                      rd32(b->data + 20), rd64(b->data + 24), rd64(b->data + 32),
-                      b->len - EF_WIRE_HEADER);
-}
 
 /* The envelope CRC of a message with payload_len bytes of payload. */
 static uint32_t crc_of(const uint8_t *b, size_t payload_len) {
@@ -208,16 +174,6 @@ static void net_free(net *t) {
     ef_outbox_free(&t->down);
     ef_server_free(t->s);
     free(t);
-}
-
-/* Removes the oldest message of an outbox; the caller owns its reference. */
-static ef_buf *pop(ef_outbox *o, ef_msg_type *type) {
-    if (o->n == 0) return NULL;
-    ef_buf *b = o->v[0].buf;
-    if (type) *type = o->v[0].type;
-    memmove(o->v, o->v + 1, (o->n - 1) * sizeof *o->v);
-    o->n--;
-    return b;
 }
 
 /* Feeds raw bytes to the server at `now`; its output goes to t->down. */
@@ -383,42 +339,16 @@ static int model_is(const net *t, const float *want) {
     return n == NP && memcmp(m, want, NP * sizeof(float)) == 0;
 }
 
-/* Record i, or (a failed check and) a blank record when there is none. */
-static const ef_round_record *record(const net *t, size_t i) {
-    static ef_round_record none;
-    size_t n;
-    const ef_round_record *r = ef_server_records(t->s, &n);
-    CHECK_MSG(i < n, "no record %zu (%zu stored)", i, n);
-    if (i >= n) {
-        none = ef_round_record_empty(0);
-        return &none;
-    }
-    return &r[i];
-}
+static const ef_round_record *record(const net *t, size_t i) { return server_record(t->s, i); }
 
-static size_t n_records(const net *t) {
-    size_t n;
-    ef_server_records(t->s, &n);
-    return n;
-}
-
-static ef_server_config base_config(void) {
-    ef_server_config cfg = ef_server_defaults();
-    cfg.job = JOB;
-    cfg.local_epochs = 2;
-    cfg.batch = 16;
-    cfg.lr = 0.125f;
-    cfg.momentum = 0.5f;
-    cfg.seed = 7;
-    return cfg;
-}
+static size_t n_records(const net *t) { return server_n_records(t->s); }
 
 /* ---- synchronous rounds ---------------------------------------------------- */
 
 /* Check-in, selection with over-selection, tasks, FedAvg, late clients and
  * their stale updates, records, the round callback, the end of the run. */
 static void test_sync_rounds(void) {
-    ef_server_config cfg = base_config();
+    ef_server_config cfg = fl_base_config(JOB);
     cfg.rounds = 2;
     cfg.clients_per_round = 4;
     cfg.overselect = 1.5; /* 6 tasks, the round closes at 4 updates */
@@ -571,7 +501,7 @@ static void test_sync_rounds(void) {
 
 /* FedProx: FedAvg aggregation, mu travels in every task. */
 static void test_fedprox(void) {
-    ef_server_config cfg = base_config();
+    ef_server_config cfg = fl_base_config(JOB);
     cfg.rounds = 1;
     cfg.clients_per_round = 2;
     cfg.min_clients = 2;
@@ -603,7 +533,7 @@ static void test_fedprox(void) {
 /* Deadlines: the timer, closing with >= min_updates (aggregated) and with
  * fewer (model unchanged), and a round every client answered in time. */
 static void test_deadline(void) {
-    ef_server_config cfg = base_config();
+    ef_server_config cfg = fl_base_config(JOB);
     cfg.rounds = 3;
     cfg.clients_per_round = 3;
     cfg.min_clients = 3;
@@ -704,7 +634,7 @@ static void test_deadline(void) {
  * a task has lost it (dropped) but may be selected in the round its loss
  * opens. */
 static void test_leave(void) {
-    ef_server_config cfg = base_config();
+    ef_server_config cfg = fl_base_config(JOB);
     cfg.rounds = 4;
     cfg.clients_per_round = 3;
     cfg.min_clients = 3;
@@ -867,15 +797,6 @@ static void refused_case(net *t, double now, const uint8_t *data, size_t len, ef
               (unsigned long long)a.refused, (unsigned long long)b.refused);
 }
 
-/* Same message with one header field changed (and a valid CRC). */
-static ef_buf *with_header(const ef_buf *src, int off, uint64_t v, int bytes) {
-    ef_buf *b = buf_copy(src, src->len);
-    if (bytes == 8) wr64(b->data + off, v);
-    else wr32(b->data + off, (uint32_t)v);
-    reseal(b);
-    return b;
-}
-
 /* An UPDATE of `n` floats built from a valid one (same header, version,
  * counts), resealed. */
 static ef_buf *resized_update(const ef_buf *src, size_t n) {
@@ -886,7 +807,7 @@ static ef_buf *resized_update(const ef_buf *src, size_t n) {
 }
 
 static void test_refusals(void) {
-    ef_server_config cfg = base_config();
+    ef_server_config cfg = fl_base_config(JOB);
     cfg.rounds = 2;
     cfg.clients_per_round = 3;
     cfg.min_clients = 4;
@@ -1097,7 +1018,7 @@ static void flush_stale(net *t, int k, double now) {
  * during an evaluation is offline: neither trains nor evaluates until it
  * checks in again, and the next round does not wait for it. */
 static void test_fed_eval(void) {
-    ef_server_config cfg = base_config();
+    ef_server_config cfg = fl_base_config(JOB);
     cfg.rounds = 4;
     cfg.clients_per_round = 2;
     cfg.overselect = 1.5; /* 3 tasks: one late client per round */
@@ -1274,7 +1195,7 @@ static void check_async_record(net *t, uint32_t round, double start, double end,
  * buffer_k updates, staleness weights, the staleness bound, task timeouts
  * and leaves. */
 static void test_async(void) {
-    ef_server_config cfg = base_config();
+    ef_server_config cfg = fl_base_config(JOB);
     cfg.async = 1;
     cfg.rounds = 4;
     cfg.clients_per_round = 2;
@@ -1423,7 +1344,7 @@ static void log_down(bytes *log, const net *t) {
 /* A scripted run with stragglers, deadlines and federated evaluation in
  * which every input depends only on the server's earlier output. */
 static void scripted(uint64_t seed, int async, bytes *log) {
-    ef_server_config cfg = base_config();
+    ef_server_config cfg = fl_base_config(JOB);
     cfg.seed = seed;
     cfg.rounds = 5;
     cfg.clients_per_round = 3;
@@ -1506,7 +1427,7 @@ static void run_all(net *t, double now) {
 /* Central DP: clipped, noised aggregates; epsilon per round from the
  * accountant; a budget reached mid-run stops the run with its reason. */
 static void test_dp_budget(void) {
-    ef_server_config cfg = base_config();
+    ef_server_config cfg = fl_base_config(JOB);
     cfg.rounds = 10;
     cfg.clients_per_round = 4;
     cfg.min_clients = 10;
@@ -1555,7 +1476,7 @@ static void test_dp_budget(void) {
     CHECK_OK(ef_params_new(&p));
     CHECK_OK(ef_params_add(p, "w", 1, shape));
     CHECK_OK(ef_params_alloc(p));
-    cfg = base_config();
+    cfg = fl_base_config(JOB);
     cfg.dp = EF_DP_DISTRIBUTED; /* without secure aggregation */
     CHECK(ef_server_new(&s, &cfg, &sc, p, NULL, NULL) == EF_ERR_INVALID);
     cfg.dp = EF_DP_CENTRAL;
@@ -1570,11 +1491,7 @@ static void test_dp_budget(void) {
     ef_params_free(p);
 }
 
-
 /* ---- authentication ---------------------------------------------------------- */
-
-/* A copy of a buffer (same length). */
-static ef_buf *dup_buf(const ef_buf *b) { return buf_copy(b, b->len); }
 
 /* Signed messages from allow-listed clients pass; unsigned ones, unknown
  * senders, bad signatures (a tampered message with a recomputed CRC, a key
@@ -1593,7 +1510,7 @@ static void test_authentication(void) {
     }
     g_server_pk = spk;
     g_client_first_seq = 1000;
-    ef_server_config cfg = base_config();
+    ef_server_config cfg = fl_base_config(JOB);
     cfg.rounds = 1;
     cfg.clients_per_round = 3;
     cfg.min_clients = 3;
@@ -1730,7 +1647,7 @@ static void pump(net *t, double now, const char *dir, size_t stop_after) {
 static void test_checkpoint(void) {
     char dir[] = "/tmp/edgefl-ckpt-XXXXXX";
     CHECK(mkdtemp(dir) != NULL);
-    ef_server_config cfg = base_config();
+    ef_server_config cfg = fl_base_config(JOB);
     cfg.rounds = 4;
     cfg.clients_per_round = 2;
     cfg.min_clients = 4;
@@ -1884,7 +1801,7 @@ static void test_workers(void) {
     }
     g_server_pk = spk;
     g_client_first_seq = 100;
-    ef_server_config cfg = base_config();
+    ef_server_config cfg = fl_base_config(JOB);
     cfg.rounds = 2;
     cfg.clients_per_round = 6;
     cfg.min_clients = 6;
@@ -2057,7 +1974,7 @@ static void test_secagg_audit(void) {
     memset(&a, 0, sizeof a);
     g_client_audit = client_audit;
     g_client_audit_user = &a;
-    ef_server_config cfg = base_config();
+    ef_server_config cfg = fl_base_config(JOB);
     cfg.rounds = 1;
     cfg.clients_per_round = 6;
     cfg.min_clients = 6;
