@@ -73,7 +73,7 @@ static void audit_write(cli_audit *a, const char *name, uint32_t kind, uint32_t 
         ef_atomic_abort(f);
     }
     if (st != EF_OK) {
-        ef_log(EF_LOG_ERROR, "audit: writing %s failed: %s", path, ef_last_error());
+        ef_log(EF_LOG_ERROR, "audit: %s", ef_last_error()); /* names the file */
         a->failures++;
         return;
     }
