@@ -278,7 +278,9 @@ typedef struct ef_mqtt_server_stats {
  * publishes the outbox: a MODEL once per version to the broadcast topic,
  * retained (the core addresses the same buffer to every selected client);
  * everything else to the addressed client's inbox. Every refused message is
- * counted and logged with the reason ("rejected update from 17: ...").
+ * counted and logged with the reason ("rejected update from 17: ..."); every
+ * accepted update is logged at debug level ("accepted update from 17 for
+ * round 3").
  * When the broker lost the server's session, the model is published again
  * (its retained copy may be gone). At the end the retained model is deleted
  * (unless keep_retained), so is the announcement, and the publishes
@@ -322,6 +324,12 @@ typedef struct ef_mqtt_client_opts {
     /* Optional: stop (with a LEAVE) after this many answered tasks
      * (trainings and evaluations); 0: no limit. */
     uint64_t max_tasks;
+    /* Optional: hold every update (UPDATE or SA_MASKED) this many seconds
+     * after computing it, before publishing it: a slow device, for tests and
+     * demonstrations of stragglers, deadlines and dropouts. Nothing else is
+     * read or answered meanwhile (as during training); stop ends the wait
+     * and the update is still sent. 0: none. */
+    double answer_delay_s;
 } ef_mqtt_client_opts;
 
 typedef struct ef_mqtt_client_stats {

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "audit.h"
 #include "cli.h"
 #include "edgefl/identity.h"
 #include "edgefl/transport.h"
@@ -23,7 +24,7 @@ static const char *USAGE =
     "edgefl client --broker mqtt[s]://HOST:PORT --client-index I/N [--id ID]\n"
     "                     [--config job.json] [--dataset fashion-mnist] [--partition SPEC]\n"
     "                     [--model mlp] [--seed S] [--key FILE --server-key FILE]\n"
-    "                     [--tls-ca F --tls-cert F --tls-key F]";
+    "                     [--tls-ca F --tls-cert F --tls-key F] [--delay S] [--audit-dir DIR]";
 static const char *DESC =
     "Runs one client of a federated job over an MQTT 5 broker. It trains on slice I of\n"
     "the job's N-way partition of the training set (computed as 'edgefl simulate' does:\n"
@@ -34,7 +35,8 @@ static const char *DESC =
     "limit, model, clients, partition, min-per-client, holdout, batch, seed, job).\n"
     "With --key every message is signed with the client's Ed25519 key (edgefl keygen) and\n"
     "with --server-key only messages signed by the server are accepted. Runs until SIGINT\n"
-    "or SIGTERM, then sends LEAVE. Progress: one line per task.";
+    "or SIGTERM, then sends LEAVE. Progress: one line per task. --delay and --audit-dir\n"
+    "are for tests and demonstrations (a straggler; the secure-aggregation inputs).";
 
 /* The built-in trainer knows clients by partition slice: the client's id
  * may differ from its slice index. */
@@ -92,7 +94,8 @@ int cmd_client(int argc, char **argv) {
     o.clients = 0; /* 0 after parsing: N comes from --client-index alone */
     mqtt_args ma;
     mqtt_args_defaults(&ma);
-    const char *index_text = NULL, *key_path = NULL, *server_key_path = NULL;
+    const char *index_text = NULL, *key_path = NULL, *server_key_path = NULL, *audit_dir = NULL;
+    double delay = 0;
     uint64_t id64 = UINT64_MAX, max_tasks = 0;
     cli_opt mine[] = {
         {"client-index", CLI_STR, &index_text, "I/N", "this client's slice of the N-way partition (required)", 0, 0, NULL, 0},
@@ -100,6 +103,8 @@ int cmd_client(int argc, char **argv) {
         {"max-tasks", CLI_U64, &max_tasks, "N", "leave after answering N tasks (default: run until stopped)", 0, 0, NULL, 0},
         {"key", CLI_STR, &key_path, "FILE", "this client's secret key (edgefl keygen): sign every message", 0, 0, NULL, 0},
         {"server-key", CLI_STR, &server_key_path, "FILE", "the server's public key (FILE.pub or hex): accept only messages it signed", 0, 0, NULL, 0},
+        {"delay", CLI_FLOAT, &delay, "S", "hold every update S seconds before sending it: a slow device, for tests and demos of stragglers (default 0)", 0, 86400, NULL, 0},
+        {"audit-dir", CLI_STR, &audit_dir, "DIR", "testing/audit aid: write this client's secure-aggregation input (its quantized update) each round into DIR", 0, 0, NULL, 0},
         {0},
     };
     void *keep = NULL;
@@ -119,6 +124,7 @@ int cmd_client(int argc, char **argv) {
     uint8_t server_pk[EF_PK_BYTES];
     ef_sim_config sc;
     ef_mqtt_config mc;
+    cli_audit audit = {0};
     uint32_t index = 0, n_clients = 0;
     if (!index_text) {
         cli_error("client", "--client-index I/N is required");
@@ -136,6 +142,7 @@ int cmd_client(int argc, char **argv) {
     }
     if ((rc = job_build("client", &o, &sc)) != 0) goto done;
     if ((rc = mqtt_args_config("client", &ma, o.quiet, &mc)) != 0) goto done;
+    if (audit_dir && (rc = cli_audit_init("client", &audit, audit_dir)) != 0) goto done;
     if (key_path && ef_identity_load(&ident, key_path) != EF_OK) {
         cli_error("client", "%s", ef_last_error());
         goto done;
@@ -173,7 +180,9 @@ int cmd_client(int argc, char **argv) {
                            .sign_key = ident ? ef_identity_secret(ident) : NULL,
                            .server_pk = server_key_path ? server_pk : NULL,
                            /* never below a counter an earlier run of this client used */
-                           .first_seq = ef_mqtt_clock_seq()};
+                           .first_seq = ef_mqtt_clock_seq(),
+                           .sa_audit = audit_dir ? cli_audit_client : NULL,
+                           .sa_audit_user = &audit};
     ef_model_free(probe);
     probe = NULL;
     if (ef_mqtt_client_will(&cc, &will) != EF_OK) {
@@ -203,11 +212,16 @@ int cmd_client(int argc, char **argv) {
                 o.model, cc.n_params, ma.broker, ident ? ", signing" : "");
     volatile sig_atomic_t stop = 0;
     cli_catch_stop_signals(&stop);
-    ef_mqtt_client_opts co = {.stop = &stop, .max_tasks = max_tasks};
+    ef_mqtt_client_opts co = {.stop = &stop, .max_tasks = max_tasks, .answer_delay_s = delay};
     ef_mqtt_client_stats cs = {0};
     double t0 = ef_now();
     if (ef_mqtt_run_client(m, &cc, &tr, &co, &cs) != EF_OK) {
         cli_error("client", "%s", ef_last_error());
+        goto done;
+    }
+    if (audit.failures) {
+        cli_error("client", "%u audit files could not be written into %s", audit.failures,
+                  audit_dir);
         goto done;
     }
     if (!o.quiet)

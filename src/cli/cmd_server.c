@@ -12,6 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "audit.h"
 #include "cli.h"
 #include "edgefl/identity.h"
 #include "edgefl/serve.h"
@@ -22,7 +23,8 @@
 static const char *USAGE =
     "edgefl server --broker mqtt[s]://HOST:PORT --config job.json [--state-dir DIR]\n"
     "                     [--key FILE] [--allow FILE] [--tls-ca F --tls-cert F --tls-key F]\n"
-    "                     [--http HOST:PORT] [--json] [--metrics FILE.jsonl]";
+    "                     [--http HOST:PORT] [--json] [--metrics FILE.jsonl]\n"
+    "                     [--audit-dir DIR]";
 static const char *DESC =
     "Runs the server of a federated job over an MQTT 5 broker. The job's options (or the\n"
     "--config JSON file, the same as 'edgefl simulate --config') set the rounds, strategy,\n"
@@ -161,6 +163,7 @@ int cmd_server(int argc, char **argv) {
     mqtt_args ma;
     mqtt_args_defaults(&ma);
     const char *state_dir = NULL, *key_path = NULL, *allow_path = NULL, *http = NULL;
+    const char *audit_dir = NULL;
     int min_clients = 0, keep_retained = 0;
     cli_opt mine[] = {
         {"state-dir", CLI_STR, &state_dir, "DIR", "checkpoint after every round into DIR and resume from it", 0, 0, NULL, 0},
@@ -169,6 +172,7 @@ int cmd_server(int argc, char **argv) {
         {"http", CLI_STR, &http, "HOST:PORT", "serve the live dashboard (docs/dashboard.md) on HOST:PORT", 0, 0, NULL, 0},
         {"min-clients", CLI_INT, &min_clients, "N", "check-ins to wait for before the first round (default --clients)", 1, 10000000, NULL, 0},
         {"keep-retained", CLI_FLAG, &keep_retained, NULL, "leave the last model retained on the broker at the end", 0, 0, NULL, 0},
+        {"audit-dir", CLI_STR, &audit_dir, "DIR", "testing/audit aid: write each secure-aggregation round's unmasked sum and included clients into DIR", 0, 0, NULL, 0},
         {0},
     };
     void *keep = NULL;
@@ -186,6 +190,7 @@ int cmd_server(int argc, char **argv) {
     ef_identity *ident = NULL;
     cJSON *cj = NULL;
     srv_state ss = {.metrics_wall = o.metrics_wall, .state_dir = state_dir};
+    cli_audit audit = {0};
     cli_progress_init(&ss.prog, o.quiet);
     ef_sim_config sc;
     ef_mqtt_config mc;
@@ -199,6 +204,16 @@ int cmd_server(int argc, char **argv) {
     if ((rc = job_check_budget("server", &sc)) != 0) goto done;
     if ((rc = mqtt_args_config("server", &ma, o.quiet, &mc)) != 0) goto done;
     if (state_dir && (rc = make_dir("server", state_dir)) != 0) goto done;
+    if (audit_dir) {
+        if (!sc.server.secagg) {
+            cli_error("server", "--audit-dir records secure aggregation: it needs --secagg on "
+                                "or plain");
+            goto done;
+        }
+        if ((rc = cli_audit_init("server", &audit, audit_dir)) != 0) goto done;
+        sc.server.sa_audit = cli_audit_server;
+        sc.server.sa_audit_user = &audit;
+    }
     if (key_path && ef_identity_load(&ident, key_path) != EF_OK) {
         cli_error("server", "%s", ef_last_error());
         goto done;
@@ -307,6 +322,11 @@ int cmd_server(int argc, char **argv) {
         cli_error("server", "writing %s failed", o.metrics);
         goto done;
     }
+    if (audit.failures) {
+        cli_error("server", "%u audit files could not be written into %s", audit.failures,
+                  audit_dir);
+        goto done;
+    }
     size_t nr;
     const ef_round_record *recs = ef_server_records(s, &nr);
     double final_acc = NAN;
@@ -370,6 +390,7 @@ int cmd_server(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "bytes_in", (double)st.bytes_in);
         cJSON_AddNumberToObject(j, "bytes_out", (double)st.bytes_out);
         cJSON_AddNumberToObject(j, "models_broadcast", (double)st.models_broadcast);
+        cJSON_AddNumberToObject(j, "model_version", (double)ef_server_version(s));
         cJSON_AddNumberToObject(j, "wall_s", st.wall_s);
         cJSON_AddNumberToObject(j, "peak_rss_mb", ef_peak_rss_mb());
         if (isfinite(epsilon)) {

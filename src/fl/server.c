@@ -792,6 +792,12 @@ static ef_status on_update(ef_server *s, double now, const ef_msg *m, size_t len
          * whether or not the client holds a task of the current round, or
          * one arriving during the round's evaluation: not this round's */
         s->refused++;
+        if (m->round == s->round && s->ph == P_WAIT)
+            /* the round has not begun: an answer to a task sent before a
+             * restart (ef_server_restore), not a straggler */
+            return ef__fail(EF_ERR_STATE, "update from client %u for round %u, which has not "
+                                          "started: a task from before a restart (stale)",
+                            c->id, m->round);
         return ef__fail(EF_ERR_STATE, "update from client %u for closed round %u", c->id,
                         m->round);
     }

@@ -111,6 +111,9 @@ static ef_status srv_feed(srv_run *r, ef_buf *b) {
     if (hs == EF_ERR_NOMEM) return hs;
     if (hs == EF_OK && known && h.type == EF_MSG_CHECKIN)
         ef_log(EF_LOG_INFO, "server: client %u checked in", h.sender);
+    if (hs == EF_OK && is_update)
+        ef_log(EF_LOG_DEBUG, "server: accepted %s from %u for round %u",
+               ef_msg_type_name(h.type), h.sender, h.round);
     if (hs != EF_OK) {
         r->st.refused++;
         r->st.updates_rejected += is_update;
@@ -391,6 +394,23 @@ static int needs_model(const ef_buf *b, uint32_t *version, uint8_t hash[EF_HASH_
     return 1;
 }
 
+/* The answer_delay_s option: a slow device holds the update it just
+ * computed (and reads nothing else) before sending it. */
+static void cli_hold(cli_run *r, uint32_t round) {
+    double delay = r->o->answer_delay_s;
+    int update = 0;
+    for (size_t i = 0; i < r->out.n; i++)
+        update |= r->out.v[i].type == EF_MSG_UPDATE || r->out.v[i].type == EF_MSG_SA_MASKED;
+    if (!(delay > 0) || !update) return;
+    ef_log(EF_LOG_INFO, "client %u: holding the update of round %u for %.1f s", r->id, round,
+           delay);
+    for (double end = ef_now() + delay; ef_now() < end;) {
+        if (r->o->stop && *r->o->stop) break;
+        struct timespec ts = {0, 20 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 /* Hands message b (with the model it needs, if any) to the client and
  * publishes the answer. */
 static ef_status cli_handle(cli_run *r, ef_buf *model, ef_buf *b, ef_msg_type type,
@@ -404,6 +424,7 @@ static ef_status cli_handle(cli_run *r, ef_buf *model, ef_buf *b, ef_msg_type ty
     if (model && (st = ef_client_handle(r->c, model, 0, &r->out)) != EF_OK) goto refused;
     if ((st = ef_client_handle(r->c, b, 0, &r->out)) != EF_OK) goto refused;
     double dt = ef_now() - t0;
+    cli_hold(r, round);
     for (size_t i = 0; i < r->out.n; i++) {
         const ef_out_msg *e = &r->out.v[i];
         ef_msg h;

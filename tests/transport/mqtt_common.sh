@@ -6,6 +6,9 @@
 #   start_broker        sets $port and $url; skips the test (77) without mosquitto
 #   bg CMD...           runs CMD in the background, remembered for cleanup
 #   stop_all            kills what bg started
+#   wait_for FILE RE [S]  waits until FILE has a line matching RE (fails after S s, default 60)
+#   wait_pid PID S      waits for a background process, killed (and failed) after S s
+#   metric FILE EXPR    a Python expression over the rows r of a metrics JSONL file
 MOSQUITTO=$(command -v mosquitto || true)
 [ -n "$MOSQUITTO" ] || for p in /usr/sbin/mosquitto /usr/local/sbin/mosquitto; do
     [ -x "$p" ] && MOSQUITTO=$p
@@ -49,4 +52,29 @@ CONF
     done
     echo "the broker did not start: $(cat "$tmp/broker.log")" >&2
     exit 1
+}
+# wait_for FILE REGEX [SECONDS]: until FILE has a line matching REGEX (0), or time out (1)
+wait_for() {
+    local i
+    for ((i = 0; i < ${3:-60} * 10; i++)); do
+        grep -q -- "$2" "$1" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    fail "timed out waiting for '$2' in $1: $(tail -c 300 "$1" 2>/dev/null)"
+    return 1
+}
+# wait_pid PID SECONDS: waits for a background process to end, killing it
+# after SECONDS; returns its exit code
+wait_pid() {
+    local i
+    for ((i = 0; i < $2 * 10; i++)); do
+        kill -0 "$1" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -0 "$1" 2>/dev/null && { fail "process $1 still running after $2 s"; kill "$1"; }
+    wait "$1"
+}
+# metric FILE EXPR: a Python expression over the rows r of a metrics JSONL file
+metric() {
+    /usr/bin/python3 -c "import json, sys; r = [json.loads(l) for l in open(sys.argv[1])]; print($2)" "$1"
 }
