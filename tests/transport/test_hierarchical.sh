@@ -39,6 +39,11 @@ agg --broker mqtt://127.0.0.1:1 --id 100
 err_has "upstream side is missing"
 agg --broker mqtt://127.0.0.1:1 --id 100 --upstream-prefix up/ --upstream-tls-ca /etc/hostname
 err_has "need --upstream"
+agg --broker mqtt://127.0.0.1:1 --id 100 --upstream mqtt://127.0.0.1:2 \
+    --upstream-tls-ca "$tmp/no-such-ca.crt"
+err_has "cannot read"
+agg --broker mqtt://127.0.0.1:1 --id 100 --upstream 'ftp://127.0.0.1:2'
+err_has "ftp"
 agg --broker mqtt://127.0.0.1:1 --id 100 --upstream-prefix 'up/#'
 err_has "wildcards"
 agg --broker mqtt://127.0.0.1:1 --id 100 --upstream mqtt://127.0.0.1:1
@@ -250,8 +255,7 @@ mosquitto_sub -h 127.0.0.1 -p "$central_port" -t edgefl/72/server -C 1 -W 20 -F 
     >"$tmp/will.txt" 2>&1 &
 sub_pid=$!
 for _ in $(seq 100); do grep -q SUBACK "$tmp/will.txt" && break; sleep 0.05; done
-kill -9 "$agg_pid"
-wait "$agg_pid" 2>/dev/null
+{ kill -9 "$agg_pid"; wait "$agg_pid"; } 2>/dev/null # (no "Killed" notice)
 wait "$sub_pid"
 will=$(grep -E '^[0-9a-f]{96,}$' "$tmp/will.txt" | head -1)
 # header: type at byte 5, flags at 6, job at 8, sender at 20 (little-endian)
