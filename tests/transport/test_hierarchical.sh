@@ -142,7 +142,7 @@ cp "$tmp/out" "$tmp/server2.json"
     fail "second server: $(field "$tmp/server2.json" updates_received) updates (want 4)"
 # SIGTERM: the gateway and the local clients leave and print their summaries
 kill -TERM "$agg_pid" "${local_pids[@]}" 2>/dev/null
-for p in "$agg_pid" "${local_pids[@]}"; do wait "$p"; done
+for p in "$agg_pid" "${local_pids[@]}"; do wait "$p" || fail "process $p exited with $?"; done
 stop_all
 
 [ "$(field "$tmp/server.json" rounds)" = $R ] || fail "server rounds: $(cat "$tmp/server.json")"
