@@ -192,6 +192,14 @@ EF_API ef_status ef_gateway_checkin(ef_gateway *g, ef_outbox *out);
  * will). Any local round in progress ends without an answer. */
 EF_API ef_status ef_gateway_leave(ef_gateway *g, uint32_t reason, ef_outbox *out);
 
+/* Continues the gateway's message counter at first_seq: the next message
+ * it sends carries first_seq + 1. For a driver whose last will, sealed
+ * with a counter above the current run, may have been published (see
+ * EF_MQTT_WILL_GAP in transport.h): the messages after it must outrank it,
+ * upstream and local. Counters never go back: EF_ERR_INVALID (nothing
+ * changes) when first_seq is below the last counter used. */
+EF_API ef_status ef_gateway_set_seq(ef_gateway *g, uint64_t first_seq);
+
 /* The training seed a local client gets for an upstream task seed:
  * a splitmix64 finalizer of upstream_seed ^ (client_id + 1) x 2^64/phi,
  * so that local clients of one task draw different batches and the same

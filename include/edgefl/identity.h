@@ -59,6 +59,16 @@ EF_API ef_status ef_public_key_parse(const char *hex, uint8_t pk[EF_PK_BYTES]);
  */
 EF_API ef_status ef_allowlist_load(ef_server *s, const char *path, size_t *n);
 
+/*
+ * The same for any holder of an allow-list (a gateway: ef_gateway_allow):
+ * calls add(user, id, pk) for every entry; a non-OK return stops the read
+ * with that status, the file and line prepended to ef_last_error.
+ */
+EF_API ef_status ef_allowlist_read(const char *path,
+                                   ef_status (*add)(void *user, uint32_t id,
+                                                    const uint8_t pk[EF_PK_BYTES]),
+                                   void *user, size_t *n);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,7 +1,8 @@
 /*
  * The MQTT transport: a connection to an MQTT 5 broker (libmosquitto) and
- * the two drivers that run the protocol core over it -- the server driver
- * (an ef_server) and the client driver (an ef_client). The core stays
+ * the drivers that run the protocol core over it -- the server driver (an
+ * ef_server), the client driver (an ef_client) and the gateway driver (an
+ * ef_gateway, hierarchical aggregation; at the end). The core stays
  * sans-I/O; everything about sockets, threads, time and the broker lives
  * here. See docs/deploy.md, "Running a job over MQTT".
  *
@@ -64,6 +65,7 @@
 #include <signal.h>
 
 #include "edgefl/client.h"
+#include "edgefl/gateway.h"
 #include "edgefl/server.h"
 #include "edgefl/wire.h"
 
@@ -369,6 +371,136 @@ typedef struct ef_mqtt_client_stats {
  */
 EF_API ef_status ef_mqtt_run_client(ef_mqtt *m, const ef_client_config *cc, const ef_trainer *tr,
                                     const ef_mqtt_client_opts *o, ef_mqtt_client_stats *stats);
+
+/* ---- gateway driver (hierarchical aggregation) ----------------------------- */
+
+/*
+ * An edge gateway (ef_gateway, include/edgefl/gateway.h) over MQTT: the
+ * server of its local clients on a local broker and one client of the
+ * upstream server. See docs/deploy.md, "Hierarchical aggregation" and
+ * "Running a gateway".
+ *
+ * Topics (job J, gateway id G, upstream prefix P, often "" or "up/"):
+ *   local    edgefl/J/server            the gateway's inbox (local clients write it)
+ *            edgefl/J/client/<id>       a local client's inbox
+ *            edgefl/J/broadcast         the gateway's model, retained, once per version
+ *            edgefl/J/broadcast/online  the gateway's announcement, retained:
+ *                                       "edgefl-server <instance> fresh"
+ *   upstream P edgefl/J/client/G        the gateway's tasks
+ *            P edgefl/J/broadcast/#     the upstream model and announcement
+ *            P edgefl/J/server          the upstream server's inbox (check-ins,
+ *                                       partials, evaluation results, LEAVE)
+ * Local clients are ordinary `edgefl client`s pointed at the local broker:
+ * to them the gateway is the server (they check in when it announces
+ * itself and verify its key). Two ways to reach the upstream server:
+ *   (a) a second connection, straight to the upstream broker (prefix "");
+ *   (b) the local connection itself with a prefix such as "up/", which the
+ *       local broker's bridge maps to the upstream broker's topics
+ *       (`topic edgefl/J/server out 1 up/ ""` and the like): pass the same
+ *       ef_mqtt as local and upstream. A prefix is required then, or the
+ *       two edgefl/J/server topics would be one.
+ */
+
+/* What became of one upstream training task (ef_mqtt_gateway_opts.on_task). */
+typedef enum ef_mqtt_gateway_outcome {
+    EF_MQTT_GATEWAY_SENT = 1,      /* the partial went upstream */
+    EF_MQTT_GATEWAY_SKIPPED = 2,   /* no local update: nothing went upstream */
+    EF_MQTT_GATEWAY_ABANDONED = 3  /* a newer upstream task or evaluation ended it */
+} ef_mqtt_gateway_outcome;
+
+typedef struct ef_mqtt_gateway_report {
+    uint32_t round;             /* the upstream task's round */
+    uint64_t task;              /* its task id */
+    ef_mqtt_gateway_outcome outcome;
+    uint32_t asked;             /* local clients sent a task */
+    uint32_t answered;          /* local updates accepted into the partial */
+    uint32_t rejected;          /* local updates refused */
+    uint32_t late;              /* local tasks still open at the local deadline */
+    uint32_t dropped;           /* local tasks lost to a LEAVE or a restart */
+    uint32_t n_examples;        /* SENT: the partial's example count */
+    double seconds;             /* from the task's arrival to its end */
+} ef_mqtt_gateway_report;
+
+typedef struct ef_mqtt_gateway_stats {
+    uint64_t upstream_in;       /* upstream messages handed to the gateway (models too) */
+    uint64_t local_in;          /* local messages handed to the gateway */
+    uint64_t refused_upstream;  /* of which refused (logged with the reason) */
+    uint64_t refused_local;
+    uint64_t checkins;          /* CHECKINs published upstream */
+    uint64_t partials;          /* UPDATEs published upstream */
+    uint64_t eval_results;      /* EVAL_RESULTs published upstream */
+    uint64_t superseded;        /* upstream tasks given up unseen (a newer one came, or the
+                                 * broadcast moved past their model) */
+    uint64_t renewals;          /* counter runs begun after a new upstream session */
+    uint64_t models_broadcast;  /* model versions published on the local broadcast topic */
+    uint64_t local_out;         /* messages published to local inboxes */
+    uint64_t bytes_up, bytes_local; /* published upstream / locally */
+    double wall_s;
+} ef_mqtt_gateway_stats;
+
+typedef struct ef_mqtt_gateway_opts {
+    /* Polled between messages; non-zero ends the run with a LEAVE upstream.
+     * May be NULL. */
+    const volatile sig_atomic_t *stop;
+    /* Called when an upstream training task ends (partial sent, skipped or
+     * abandoned), after the messages that ended it are published. May be
+     * NULL. */
+    void (*on_task)(void *user, const ef_mqtt_gateway_report *rep,
+                    const ef_mqtt_gateway_stats *st);
+    void *user;
+    /* This run's token in the local announcement (0: the wall clock in
+     * microseconds). */
+    uint64_t instance;
+} ef_mqtt_gateway_opts;
+
+/*
+ * The LEAVE (reason 1) gateway `gc` leaves as its last will upstream:
+ * counter gc->first_seq + EF_MQTT_WILL_GAP, signed with gc->sign_key when
+ * set (the client scheme; see EF_MQTT_WILL_GAP). Open the upstream
+ * connection with it as the will on the upstream server inbox (with a
+ * prefix, P edgefl/J/server). *out holds one reference.
+ */
+EF_API ef_status ef_mqtt_gateway_will(const ef_gateway_config *gc, ef_buf **out);
+
+/*
+ * Runs gateway `g`, created from configuration `gc` (its job, id, model
+ * size, keys and first_seq are read here too), until stop. `upstream` is a
+ * second connection (mode a) or the same as `local` (mode b, with a
+ * non-empty `upstream_prefix`); NULL counts as `local`. The prefix (NULL:
+ * "") goes in front of every upstream topic.
+ *
+ * Local side: subscribes the gateway's inbox, announces the gateway
+ * (retained, "fresh": it restores no local clients) once subscribed and
+ * again after a new local session, publishes each model version once,
+ * retained, on the local broadcast topic (again after a new local session)
+ * and every other local message to its client's inbox.
+ *
+ * Upstream side, as the client driver (ef_mqtt_run_client): subscribes the
+ * gateway's inbox and the upstream broadcast; a TASK or EVAL waits until
+ * the MODEL it names has arrived (with gc->server_pk, signed by the
+ * server), then goes to the gateway right after that model; a newer task
+ * supersedes a waiting one; one whose model the broadcast has moved past
+ * is given up with a new check-in. Check-ins go upstream only once the
+ * upstream server has announced itself (one sent before it subscribed
+ * would be lost): the gateway's first, once enough local clients are
+ * online, and a new one after an upstream reconnect on a new session and
+ * when a new "fresh" upstream server announces itself. After a new upstream
+ * session the gateway continues with a counter run above its will
+ * (ef_gateway_set_seq) and arms the next will.
+ *
+ * Ticks the gateway at ef_gateway_next_timer (local deadlines). Refused
+ * messages are counted and logged with the reason. With two connections
+ * the loop polls each in turn (a message waits at most 20 ms for the
+ * other's turn). On stop: publishes the gateway's LEAVE upstream, deletes
+ * the local retained model and announcement, flushes both connections and
+ * returns EF_OK; closing them is the caller's. Fatal: EF_ERR_NOMEM, a
+ * failing publish, EF_ERR_INVALID for bad arguments. `stats` (may be NULL)
+ * is filled in either case.
+ */
+EF_API ef_status ef_mqtt_run_gateway(ef_mqtt *local, ef_mqtt *upstream,
+                                     const char *upstream_prefix, ef_gateway *g,
+                                     const ef_gateway_config *gc, const ef_mqtt_gateway_opts *o,
+                                     ef_mqtt_gateway_stats *stats);
 
 #ifdef __cplusplus
 }

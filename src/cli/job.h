@@ -15,7 +15,11 @@
 #include "cli.h"
 #include "mqtt_args.h"
 
-enum { JOB_SIM = 1u, JOB_SERVER = 2u, JOB_CLIENT = 4u, JOB_LOADGEN = 8u, JOB_ALL = 15u };
+enum {
+    JOB_SIM = 1u, JOB_SERVER = 2u, JOB_CLIENT = 4u, JOB_LOADGEN = 8u,
+    JOB_GATEWAY = 16u, /* edgefl aggregator: the job's identity and model shape only */
+    JOB_ALL = 31u
+};
 
 typedef struct job_opts {
     const char *config, *dataset, *data_dir, *model, *partition, *strategy, *profile;
@@ -88,6 +92,11 @@ cJSON *job_config_json(const job_opts *o, const ef_sim_config *c);
 /* The model configuration of a job on a dataset (input shape and classes
  * from the data, the batch capacity from the job). */
 ef_model_config job_model_config(const ef_sim_config *c, const ef_dataset *data);
+
+/* The number of parameters of the job's model, for a command that holds no
+ * data (the input shape comes from one example of the dataset). Returns 0
+ * or CLI_EXIT_FAIL after printing the reason. */
+int job_model_numel(const char *cmd, const job_opts *o, const ef_sim_config *c, size_t *out);
 
 /* "1.2MB": bytes in human units. */
 void job_human_bytes(char *buf, size_t n, double bytes);

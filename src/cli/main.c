@@ -13,6 +13,7 @@ static const cli_cmd COMMANDS[] = {
     {"privacy", "epsilon spent by DP noise and sampling (RDP accountant)", cmd_privacy},
     {"server", "run a federated job's server over an MQTT broker", cmd_server},
     {"client", "run a federated client over an MQTT broker", cmd_client},
+    {"aggregator", "run an edge gateway: aggregate local clients, one client upstream", cmd_aggregator},
     {"keygen", "generate an Ed25519 key pair for a server or client", cmd_keygen},
     {"loadgen", "run many light clients over MQTT to load-test a broker and server", cmd_loadgen},
 };

@@ -794,6 +794,15 @@ ef_status ef_gateway_leave(ef_gateway *g, uint32_t reason, ef_outbox *out) {
     return st;
 }
 
+ef_status ef_gateway_set_seq(ef_gateway *g, uint64_t first_seq) {
+    if (first_seq < g->seq)
+        return ef__fail(EF_ERR_INVALID, "gateway %u: message counter %llu is below the last one "
+                                        "used (%llu)", g->cfg.id, (unsigned long long)first_seq,
+                        (unsigned long long)g->seq);
+    g->seq = first_seq;
+    return EF_OK;
+}
+
 /* ---- construction --------------------------------------------------------- */
 
 ef_status ef_gateway_new(ef_gateway **out, const ef_gateway_config *cfg) {

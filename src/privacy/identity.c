@@ -165,7 +165,9 @@ ef_status ef_public_key_load(const char *path, uint8_t pk[EF_PK_BYTES]) {
     return st;
 }
 
-ef_status ef_allowlist_load(ef_server *s, const char *path, size_t *n) {
+ef_status ef_allowlist_read(const char *path,
+                            ef_status (*add)(void *user, uint32_t id, const uint8_t pk[EF_PK_BYTES]),
+                            void *user, size_t *n) {
     if (n) *n = 0;
     char *buf = NULL;
     size_t len, count = 0;
@@ -202,7 +204,7 @@ ef_status ef_allowlist_load(ef_server *s, const char *path, size_t *n) {
                                              "digits", path, lineno, id, 2 * EF_PK_BYTES);
                 break;
             }
-            if ((st = ef_server_allow(s, (uint32_t)id, pk)) != EF_OK) {
+            if ((st = add(user, (uint32_t)id, pk)) != EF_OK) {
                 char why[256];
                 snprintf(why, sizeof why, "%s", ef_last_error());
                 st = ef__fail(st, "%s:%zu: %s", path, lineno, why);
@@ -216,4 +218,12 @@ ef_status ef_allowlist_load(ef_server *s, const char *path, size_t *n) {
     ef_free(buf);
     if (n) *n = count;
     return st;
+}
+
+static ef_status server_allow(void *user, uint32_t id, const uint8_t pk[EF_PK_BYTES]) {
+    return ef_server_allow(user, id, pk);
+}
+
+ef_status ef_allowlist_load(ef_server *s, const char *path, size_t *n) {
+    return ef_allowlist_read(path, server_allow, s, n);
 }

@@ -8,19 +8,17 @@
  * link alive meanwhile.
  */
 #include <math.h>
-#include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "core/core_internal.h"
 #include "edgefl/transport.h"
+#include "transport_internal.h"
 
-#define POLL_S 0.25
 /* A resumed server waits this long for the messages queued in its session
  * (check-ins of clients that came while it was down) before its first round. */
 #define RESUME_GRACE_S 2.0
-#define BIRTH_MAX 96
 
 const char *ef_mqtt_online_topic(char *buf, size_t n, uint64_t job) {
     snprintf(buf, n, "edgefl/%llu/broadcast/online", (unsigned long long)job);
@@ -37,7 +35,7 @@ typedef struct srv_run {
     ef_outbox out;
     double t0;
     char inbox[64], bcast[64], online[80];
-    char birth[BIRTH_MAX];  /* "edgefl-server <instance> fresh|resumed" */
+    char birth[EF__BIRTH_MAX];  /* "edgefl-server <instance> fresh|resumed" */
     int born;               /* the birth message is out */
     int started;            /* the first tick happened */
     double start_at;
@@ -164,7 +162,7 @@ ef_status ef_mqtt_run_server(ef_mqtt *m, ef_server *s, const ef_mqtt_server_opts
             continue;
         }
         ef_mqtt_msg msg;
-        if ((st = ef_mqtt_next(m, fmin(timer - now, POLL_S), &msg)) != EF_OK) break;
+        if ((st = ef_mqtt_next(m, fmin(timer - now, EF__POLL_S), &msg)) != EF_OK) break;
         if (msg.event == EF_MQTT_CONNECTED) {
             if (msg.connection > 1 && !msg.session_present) {
                 ef_log(EF_LOG_WARN, "server: the broker lost the session: updates sent while "
@@ -206,38 +204,19 @@ ef_status ef_mqtt_run_server(ef_mqtt *m, ef_server *s, const ef_mqtt_server_opts
 
 /* ---- client ------------------------------------------------------------------ */
 
-typedef struct model_slot {
-    ef_buf *buf;
-    uint32_t version;
-    uint8_t hash[EF_HASH_BYTES];
-} model_slot;
-
 typedef struct cli_run {
     ef_mqtt *m;
     ef_client *c;
     ef_client_config cc;    /* of the current counter run */
     const ef_trainer *tr;
     uint32_t id;
-    size_t n_params;
     uint64_t job;
     const ef_mqtt_client_opts *o;
     ef_mqtt_client_stats st;
     char inbox[64], bcast[64], server[64], online[80];
-    char instance[BIRTH_MAX]; /* the server announced last ("": none seen) */
-    int need_checkin;         /* a check-in is due once a server is known */
-    int checked_in;           /* checked in during this run */
-    model_slot models[2];
-    ef_buf **fifo;          /* inbox messages not yet handled, in order */
-    size_t n_fifo, cap_fifo;
+    ef__held held;            /* the server's models, announcement, inbox messages waiting */
     ef_outbox out;
 } cli_run;
-
-static void cli_drop_fifo(cli_run *r, size_t k) {
-    if (k == 0) return;
-    for (size_t i = 0; i < k; i++) ef_buf_unref(r->fifo[i]);
-    memmove(r->fifo, r->fifo + k, (r->n_fifo - k) * sizeof *r->fifo);
-    r->n_fifo -= k;
-}
 
 static ef_status cli_publish(cli_run *r) {
     ef_status st = EF_OK;
@@ -269,17 +248,7 @@ uint64_t ef_mqtt_clock_seq(void) {
 }
 
 ef_status ef_mqtt_client_will(const ef_client_config *cc, ef_buf **out) {
-    *out = NULL;
-    size_t plen = 4;
-    ef_buf *b = ef_buf_new(EF_WIRE_HEADER + plen + (cc->sign_key ? EF_SIG_BYTES : 0));
-    if (!b) return EF_ERR_NOMEM;
-    uint8_t *p = b->data + EF_WIRE_HEADER;
-    p[0] = 1, p[1] = p[2] = p[3] = 0; /* reason 1: gone without a goodbye */
-    ef_wire_seal_task(b->data, EF_MSG_LEAVE, cc->job, 0, cc->id, cc->first_seq + EF_MQTT_WILL_GAP,
-                      0, plen);
-    if (cc->sign_key) ef_wire_sign(b->data, plen, cc->sign_key);
-    *out = b;
-    return EF_OK;
+    return ef__will_leave(cc->job, cc->id, cc->first_seq, cc->sign_key, out);
 }
 
 /* A reconnect on a new session: the broker may have published the will, so
@@ -302,96 +271,6 @@ static ef_status cli_renew(cli_run *r) {
     r->cc = cc;
     r->st.renewals++;
     return EF_OK;
-}
-
-/* The server's announcement "edgefl-server <instance> fresh|resumed". A new
- * fresh server knows no client: check in again (what the old one sent is
- * void). A resumed one restored the clients it knew, this one included if
- * it had checked in: a check-in now could cancel a task it sends. */
-static void cli_online(cli_run *r, const ef_buf *b) {
-    char text[BIRTH_MAX], inst[BIRTH_MAX], mode[16];
-    size_t n = b->len < sizeof text - 1 ? b->len : sizeof text - 1;
-    memcpy(text, b->data, n);
-    text[n] = '\0';
-    if (sscanf(text, "edgefl-server %63s %15s", inst, mode) != 2 ||
-        (strcmp(mode, "fresh") != 0 && strcmp(mode, "resumed") != 0)) {
-        ef_log(EF_LOG_WARN, "client %u: ignoring a malformed server announcement", r->id);
-        return;
-    }
-    if (strcmp(inst, r->instance) == 0) return;
-    int first = r->instance[0] == '\0';
-    snprintf(r->instance, sizeof r->instance, "%s", inst);
-    ef_log(EF_LOG_INFO, "client %u: server %s is online (%s)", r->id, inst, mode);
-    if (!first && r->checked_in && strcmp(mode, "fresh") == 0) {
-        cli_drop_fifo(r, r->n_fifo);
-        r->need_checkin = 1;
-    }
-}
-
-/* A MODEL on the broadcast topic: kept (the newest two versions). */
-static void cli_model(cli_run *r, ef_buf *b) {
-    ef_msg h;
-    ef_model_msg mm;
-    if (ef_wire_decode(b->data, b->len, (size_t)-1, &h) != EF_OK || h.type != EF_MSG_MODEL ||
-        h.job != r->job || h.sender != EF_SERVER_ID || ef_decode_model(&h, &mm) != EF_OK) {
-        ef_log(EF_LOG_WARN, "client %u: ignoring a broadcast that is not this job's model",
-               r->id);
-        return;
-    }
-    /* a forged model must not push a genuine one out of the cache */
-    if (r->cc.server_pk && ef_wire_verify(b->data, &h, r->cc.server_pk) != EF_OK) {
-        ef_log(EF_LOG_WARN, "client %u: ignoring a broadcast model: %s", r->id, ef_last_error());
-        return;
-    }
-    if (mm.n != r->n_params) {
-        ef_log(EF_LOG_WARN, "client %u: ignoring a model of %llu values (expected %zu)", r->id,
-               (unsigned long long)mm.n, r->n_params);
-        return;
-    }
-    uint8_t hash[EF_HASH_BYTES];
-    ef_hash(hash, mm.raw, mm.n * 4);
-    for (int i = 0; i < 2; i++)
-        if (r->models[i].buf && r->models[i].version == mm.version &&
-            sodium_memcmp(r->models[i].hash, hash, EF_HASH_BYTES) == 0)
-            return; /* already held (a retained copy after a reconnect) */
-    int slot = !r->models[0].buf ? 0 : !r->models[1].buf ? 1
-               : r->models[0].version <= r->models[1].version ? 0 : 1;
-    ef_buf_unref(r->models[slot].buf);
-    r->models[slot].buf = ef_buf_ref(b);
-    r->models[slot].version = mm.version;
-    memcpy(r->models[slot].hash, hash, EF_HASH_BYTES);
-    ef_log(EF_LOG_DEBUG, "client %u: model version %u received", r->id, mm.version);
-}
-
-/* The model an inbox message needs: 1 and (version, hash) for TASK,
- * SA_SETUP and EVAL; 0 for the others (and for what does not decode: the
- * client refuses it). */
-static int needs_model(const ef_buf *b, uint32_t *version, uint8_t hash[EF_HASH_BYTES],
-                       uint32_t *round, ef_msg_type *type) {
-    ef_msg h;
-    if (ef_wire_decode(b->data, b->len, (size_t)-1, &h) != EF_OK) return 0;
-    *type = h.type;
-    *round = h.round;
-    ef_task t;
-    ef_sa_setup sa;
-    ef_eval_task e;
-    switch (h.type) {
-    case EF_MSG_TASK:
-        if (ef_decode_task(&h, &t) != EF_OK) return 0;
-        break;
-    case EF_MSG_SA_SETUP:
-        if (ef_decode_sa_setup(&h, &t, &sa) != EF_OK) return 0;
-        break;
-    case EF_MSG_EVAL:
-        if (ef_decode_eval(&h, &e) != EF_OK) return 0;
-        *version = e.version;
-        memcpy(hash, e.hash, EF_HASH_BYTES);
-        return 1;
-    default: return 0;
-    }
-    *version = t.version;
-    memcpy(hash, t.hash, EF_HASH_BYTES);
-    return 1;
 }
 
 /* The answer_delay_s option: a slow device holds the update it just
@@ -457,68 +336,16 @@ refused:
     return cli_publish(r);
 }
 
+static ef_status cli_handle_held(void *user, const ef__held_item *it) {
+    return cli_handle(user, it->model, it->msg, it->type, it->round);
+}
+
+static ef_status cli_checkin_held(void *user) { return cli_checkin(user); }
+
 /* Works through the inbox messages that can go now. */
 static ef_status cli_drain(cli_run *r) {
-    while (r->n_fifo > 0) {
-        if (r->o->stop && *r->o->stop) return EF_OK;
-        ef_buf *b = r->fifo[0];
-        uint32_t version = 0, round = 0;
-        uint8_t hash[EF_HASH_BYTES];
-        ef_msg_type type = 0;
-        if (!needs_model(b, &version, hash, &round, &type)) {
-            r->fifo[0] = NULL;
-            cli_drop_fifo(r, 1);
-            ef_status st = cli_handle(r, NULL, b, type, round);
-            ef_buf_unref(b);
-            if (st != EF_OK) return st;
-            continue;
-        }
-        ef_buf *model = NULL;
-        uint32_t newest = 0;
-        for (int i = 0; i < 2; i++) {
-            if (!r->models[i].buf) continue;
-            if (r->models[i].version > newest) newest = r->models[i].version;
-            if (r->models[i].version == version &&
-                sodium_memcmp(r->models[i].hash, hash, EF_HASH_BYTES) == 0)
-                model = r->models[i].buf;
-        }
-        if (model) {
-            r->fifo[0] = NULL;
-            cli_drop_fifo(r, 1);
-            ef_status st = cli_handle(r, model, b, type, round);
-            ef_buf_unref(b);
-            if (st != EF_OK) return st;
-            continue;
-        }
-        /* waiting for its model: unless a newer task came behind it, or the
-         * broadcast has moved past its version (that model will not come) */
-        size_t later = 0;
-        uint32_t v2, rd2;
-        uint8_t h2[EF_HASH_BYTES];
-        ef_msg_type t2;
-        for (size_t i = 1; i < r->n_fifo && !later; i++)
-            if (needs_model(r->fifo[i], &v2, h2, &rd2, &t2)) later = i;
-        if (later) {
-            r->st.superseded++;
-            ef_log(EF_LOG_INFO, "client %u: %s for round %u superseded by a newer one", r->id,
-                   ef_msg_type_name(type), round);
-            cli_drop_fifo(r, later);
-            continue;
-        }
-        if (newest > version) {
-            r->st.superseded++;
-            ef_log(EF_LOG_WARN, "client %u: %s for model version %u given up: the broadcast "
-                                "model is at version %u; checking in again", r->id,
-                   ef_msg_type_name(type), version, newest);
-            cli_drop_fifo(r, 1);
-            /* the server still counts on this task: a check-in tells it to move on */
-            ef_status st = cli_checkin(r);
-            if (st != EF_OK) return st;
-            continue;
-        }
-        return EF_OK;
-    }
-    return EF_OK;
+    return ef__held_drain(&r->held, r->o->stop, cli_handle_held, cli_checkin_held, r,
+                          &r->st.superseded);
 }
 
 ef_status ef_mqtt_run_client(ef_mqtt *m, const ef_client_config *cc, const ef_trainer *tr,
@@ -526,7 +353,10 @@ ef_status ef_mqtt_run_client(ef_mqtt *m, const ef_client_config *cc, const ef_tr
     cli_run r;
     memset(&r, 0, sizeof r);
     r.m = m, r.cc = *cc, r.tr = tr, r.o = o;
-    r.id = cc->id, r.n_params = cc->n_params, r.job = cc->job;
+    r.id = cc->id, r.job = cc->job;
+    char name[32];
+    snprintf(name, sizeof name, "client %u", r.id);
+    ef__held_init(&r.held, r.job, cc->n_params, cc->server_pk, name);
     ef_mqtt_topic(r.inbox, sizeof r.inbox, r.job, r.id);
     ef_mqtt_topic(r.bcast, sizeof r.bcast, r.job, EF_BROADCAST_ID);
     ef_mqtt_topic(r.server, sizeof r.server, r.job, EF_SERVER_ID);
@@ -540,42 +370,32 @@ ef_status ef_mqtt_run_client(ef_mqtt *m, const ef_client_config *cc, const ef_tr
         if (o->stop && *o->stop) break;
         if (o->max_tasks && r.st.tasks + r.st.evals >= o->max_tasks) break;
         ef_mqtt_msg msg;
-        if ((st = ef_mqtt_next(m, POLL_S, &msg)) != EF_OK) break;
+        if ((st = ef_mqtt_next(m, EF__POLL_S, &msg)) != EF_OK) break;
         if (msg.event == EF_MQTT_CONNECTED) {
             /* a new session lost what was sent meanwhile; a resumed one
              * delivers it, and checking in then would cancel a task the
              * server still counts on. Training happens on this thread, so a
              * check-in never overtakes the answer to a task in progress. */
             if (msg.connection == 1 || !msg.session_present) {
-                cli_drop_fifo(&r, r.n_fifo);
+                ef__held_drop(&r.held, r.held.n_fifo);
                 if (msg.connection > 1) {
                     ef_log(EF_LOG_WARN, "client %u: the broker started a new session: checking "
                                         "in again", r.id);
                     st = cli_renew(&r);
                 }
-                r.need_checkin = 1;
+                r.held.need_checkin = 1;
             }
         } else if (msg.event == EF_MQTT_MESSAGE) {
-            if (strcmp(msg.topic, r.online) == 0) {
-                cli_online(&r, msg.buf);
-            } else if (strcmp(msg.topic, r.bcast) == 0) {
-                cli_model(&r, msg.buf);
-            } else if (strcmp(msg.topic, r.inbox) == 0) {
-                if (r.n_fifo == r.cap_fifo) {
-                    size_t nc = r.cap_fifo ? 2 * r.cap_fifo : 16;
-                    ef_buf **nv = ef_realloc(r.fifo, nc * sizeof *nv);
-                    if (!nv) st = EF_ERR_NOMEM;
-                    else r.fifo = nv, r.cap_fifo = nc;
-                }
-                if (st == EF_OK) r.fifo[r.n_fifo++] = ef_buf_ref(msg.buf);
-            }
+            if (strcmp(msg.topic, r.online) == 0) ef__held_online(&r.held, msg.buf);
+            else if (strcmp(msg.topic, r.bcast) == 0) ef__held_model(&r.held, msg.buf);
+            else if (strcmp(msg.topic, r.inbox) == 0) st = ef__held_push(&r.held, msg.buf);
         }
         ef_mqtt_msg_clear(&msg);
         /* check in only to a server that is there: one started after this
          * client would never see a check-in sent before it subscribed */
-        if (st == EF_OK && r.need_checkin && r.instance[0]) {
-            r.need_checkin = 0;
-            r.checked_in = 1;
+        if (st == EF_OK && ef__held_checkin_due(&r.held)) {
+            r.held.need_checkin = 0;
+            r.held.checked_in = 1;
             st = cli_checkin(&r);
         }
         if (st == EF_OK) st = cli_drain(&r);
@@ -590,9 +410,7 @@ ef_status ef_mqtt_run_client(ef_mqtt *m, const ef_client_config *cc, const ef_tr
                                                        ef_last_error());
         }
     }
-    cli_drop_fifo(&r, r.n_fifo);
-    ef_free(r.fifo);
-    for (int i = 0; i < 2; i++) ef_buf_unref(r.models[i].buf);
+    ef__held_free(&r.held);
     ef_outbox_free(&r.out);
     ef_client_free(r.c);
     if (stats) *stats = r.st;

@@ -14,7 +14,8 @@
 # - aggregator workers share the server inbox with $share/<group>/...;
 # - the retained model and a durable QoS 1 session survive a broker restart;
 # - the bridge template links a gateway broker to the central one (inbox and
-#   broadcast in, server inbox out, nothing else), with messages queued
+#   broadcast in, server inbox out, each under the local prefix up/, nothing
+#   else: the devices' own uploads stay local), with messages queued
 #   centrally while the gateway is down;
 # - make-certs.sh and run-broker.sh are idempotent / refuse bad input.
 # Every negative check ends with a positive marker that went through the
@@ -327,32 +328,37 @@ lsub_start() {
 }
 lpub() { timeout 20 mosquitto_pub -h 127.0.0.1 -p "$gport" -V mqttv5 -q 1 "$@" >/dev/null 2>"$tmp/pub.err" ||
     fail "local publish $* failed: $(cat "$tmp/pub.err")"; }
-# The retained central model is already on the gateway once the bridge is up.
-lsub_start gl -- 'edgefl/#'
-got gl "edgefl/7/broadcast model-v1"
+# The retained central model is already on the gateway broker once the
+# bridge is up, under the gateway's upstream prefix up/.
+lsub_start gl -- 'edgefl/#' 'up/#'
+got gl "up/edgefl/7/broadcast model-v1"
 sub_start srv server -- 'edgefl/#'
 published aggregator-a edgefl/7/client/1000 task-for-gateway
 published aggregator-a edgefl/7/client/1001 task-for-someone-else
 published aggregator-a edgefl/7/broadcast model-v2 -r
-got gl "edgefl/7/client/1000 task-for-gateway"
-got gl "edgefl/7/broadcast model-v2"
+got gl "up/edgefl/7/client/1000 task-for-gateway"
+got gl "up/edgefl/7/broadcast model-v2"
 not_got gl "task-for-someone-else"
-lpub -t edgefl/8/server -m local-job-update
-lpub -t edgefl/7/server -m partial-sum-from-gateway
+# the devices' own uploads to the gateway (same job, no prefix) stay local;
+# the gateway's upload under up/ reaches the central server inbox
+lpub -t edgefl/7/server -m device-update-for-the-gateway
+lpub -t up/edgefl/8/server -m other-job-update
+lpub -t up/edgefl/7/server -m partial-sum-from-gateway
 got srv "edgefl/7/server partial-sum-from-gateway"
-not_got srv "local-job-update"
+not_got srv "device-update-for-the-gateway"
+not_got srv "other-job-update"
 sub_stop gl
 # Gateway down: the central broker queues the gateway's task in the bridge's
 # durable session and delivers it when the gateway is back.
-lsub_start dev -c -i dev -x 3600 -- edgefl/7/client/1000
+lsub_start dev -c -i dev -x 3600 -- up/edgefl/7/client/1000
 sub_stop dev
 expect 0 "$M/run-broker.sh" --stop "$tmp/gw"
 published aggregator-a edgefl/7/client/1000 task-while-gateway-down -d
 grep -q "RC:0)" "$tmp/pub.out" || fail "central broker kept no session for the bridge: $(grep PUBACK "$tmp/pub.out")"
 "$M/run-broker.sh" --plain --port "$gport" --include "$tmp/bridge.conf" "$tmp/gw" >/dev/null 2>"$tmp/rb.err" ||
     fatal "gateway restart failed: $(cat "$tmp/rb.err")"
-lsub_start dev -c -i dev -x 3600 -- edgefl/7/client/1000
-got dev "edgefl/7/client/1000 task-while-gateway-down"
+lsub_start dev -c -i dev -x 3600 -- up/edgefl/7/client/1000
+got dev "up/edgefl/7/client/1000 task-while-gateway-down"
 sub_stop dev
 sub_stop srv
 expect 0 "$M/run-broker.sh" --stop "$tmp/gw"

@@ -1224,6 +1224,68 @@ static void test_authentication(void) {
     g_server_pk = NULL;
 }
 
+/* ---- counter renewal ---------------------------------------------------------- */
+
+/* A driver's last will carries the counter first_seq + 2^24; once the
+ * broker may have published it, the gateway's later messages must outrank
+ * it (the server refuses the rest as replays): ef_gateway_set_seq moves the
+ * counter past the will and never back. */
+static void test_set_seq(void) {
+    static uint8_t gpk[EF_PK_BYTES], gsk[EF_SK_BYTES];
+    crypto_sign_keypair(gpk, gsk);
+    g_gw_sk[0] = gsk;
+    g_gw_pk[0] = gpk;
+    ef_server_config cfg = fl_base_config(JOB);
+    cfg.rounds = 1;
+    cfg.clients_per_round = 1;
+    cfg.min_clients = 1;
+    cfg.authenticate = 1;
+    ef_strategy_config sc = ef_strategy_defaults(EF_STRAT_FEDAVG);
+    ef_gateway_config gc = ef_gateway_defaults();
+    const uint64_t first = 7000, will_seq = first + ((uint64_t)1 << 24);
+    gc.first_seq = first;
+    const int home[1] = {0};
+    world *w = world_new(&cfg, &sc, 1, &gc, NULL, 1, home, NULL);
+    CHECK_OK(ef_server_allow(w->s, GW_ID(0), gpk));
+    checkin(w, 0, 0.0);
+    ef_buf *ci = pop(&w->gout[0], NULL);
+    CHECK(ci != NULL);
+    if (!ci) goto done;
+    ef_msg m;
+    CHECK_OK(ef_wire_decode(ci->data, ci->len, (size_t)-1, &m));
+    CHECK(m.type == EF_MSG_CHECKIN && m.seq == first + 1);
+    CHECK_OK(ef_server_handle(w->s, 0.0, ci->data, ci->len, &w->down));
+    ef_buf_unref(ci);
+    ef_outbox_clear(&w->down); /* the round's task: not routed here */
+    /* the will, published by the broker */
+    ef_buf *will = ef_buf_new(EF_WIRE_HEADER + 4 + EF_SIG_BYTES);
+    memset(will->data + EF_WIRE_HEADER, 0, 4);
+    will->data[EF_WIRE_HEADER] = 1;
+    ef_wire_seal_task(will->data, EF_MSG_LEAVE, JOB, 0, GW_ID(0), will_seq, 0, 4);
+    ef_wire_sign(will->data, 4, gsk);
+    CHECK_OK(ef_server_handle(w->s, 1.0, will->data, will->len, &w->down));
+    ef_buf_unref(will);
+    /* the old counter run is now below the server's last counter */
+    CHECK_OK(ef_gateway_checkin(w->g[0], &w->gout[0]));
+    ci = pop(&w->gout[0], NULL);
+    CHECK(ef_server_handle(w->s, 1.0, ci->data, ci->len, &w->down) == EF_ERR_AUTH);
+    CHECK(strstr(ef_last_error(), "replay") != NULL);
+    ef_buf_unref(ci);
+    /* counters never go back; nothing changes */
+    CHECK(ef_gateway_set_seq(w->g[0], first) == EF_ERR_INVALID);
+    CHECK(strstr(ef_last_error(), "below") != NULL);
+    CHECK_OK(ef_gateway_set_seq(w->g[0], will_seq + 1));
+    CHECK_OK(ef_gateway_checkin(w->g[0], &w->gout[0]));
+    ci = pop(&w->gout[0], NULL);
+    CHECK_OK(ef_wire_decode(ci->data, ci->len, (size_t)-1, &m));
+    CHECK(m.seq == will_seq + 2);
+    CHECK_OK(ef_server_handle(w->s, 2.0, ci->data, ci->len, &w->down));
+    ef_buf_unref(ci);
+done:
+    world_free(w);
+    g_gw_sk[0] = g_gw_pk[0] = NULL;
+}
+
 /* ---- check-ins and selection ------------------------------------------------ */
 
 static void test_checkin_and_selection(void) {
@@ -1494,6 +1556,7 @@ int main(void) {
     test_model_before_finish();
     test_refusals();
     test_authentication();
+    test_set_seq();
     test_checkin_and_selection();
     test_out_of_memory();
     return tu_finish("test_gateway");

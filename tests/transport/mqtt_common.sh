@@ -4,6 +4,7 @@
 # a real mosquitto broker on a free loopback port in $tmp (anonymous,
 # loopback only) and stops it, and every process started with `bg`, on exit.
 #   start_broker        sets $port and $url; skips the test (77) without mosquitto
+#   broker_conf PORT LOG, wait_port PORT   for tests that start more brokers
 #   bg CMD...           runs CMD in the background, remembered for cleanup
 #   stop_all            kills what bg started
 #   wait_for FILE RE [S]  waits until FILE has a line matching RE (fails after S s, default 60)
@@ -31,25 +32,35 @@ trap 'exit 143' TERM INT
 free_port() {
     /usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
+# broker_conf PORT LOG: the settings of a test broker (anonymous, loopback
+# only, no persistence); `user`: a broker started as root would switch to
+# the mosquitto user
+broker_conf() {
+    cat <<CONF
+listener $1 127.0.0.1
+allow_anonymous true
+persistence false
+user $(id -un)
+log_dest file $2
+CONF
+}
+# wait_port PORT: returns once something listens on PORT; 1 after 5 s
+wait_port() {
+    for _ in $(seq 100); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.05
+    done
+    return 1
+}
 start_broker() {
     if [ -z "$MOSQUITTO" ]; then echo "mosquitto not installed: skipped"; exit 77; fi
     port=$(free_port)
     # shellcheck disable=SC2034  # used by the tests that source this file
     url=mqtt://127.0.0.1:$port
-    # `user`: a broker started as root would switch to the mosquitto user
-    cat > "$tmp/mosquitto.conf" <<CONF
-listener $port 127.0.0.1
-allow_anonymous true
-persistence false
-user $(id -un)
-log_dest file $tmp/broker.log
-CONF
+    broker_conf "$port" "$tmp/broker.log" > "$tmp/mosquitto.conf"
     "$MOSQUITTO" -c "$tmp/mosquitto.conf" 2>>"$tmp/broker.log" &
     broker_pid=$!
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-        sleep 0.05
-    done
+    wait_port "$port" && return 0
     echo "the broker did not start: $(cat "$tmp/broker.log")" >&2
     exit 1
 }
