@@ -102,5 +102,6 @@ int cmd_server(int argc, char **argv);
 int cmd_client(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 int cmd_loadgen(int argc, char **argv);
+int cmd_worker(int argc, char **argv);
 
 #endif /* EDGEFL_CLI_H */

@@ -1,6 +1,6 @@
 /*
  * A federated job's settings, shared by `edgefl simulate`, `edgefl server`,
- * `edgefl client` and `edgefl loadgen`: one option table (the keys of a
+ * `edgefl client`, `edgefl loadgen` and `edgefl worker`: one option table (the keys of a
  * --config JSON file are the option names), one builder from options to the
  * library's configuration structs. Every option has a scope -- the
  * commands that use it; a job file may hold the keys of every scope (the
@@ -14,7 +14,10 @@
 
 #include "cli.h"
 
-enum { JOB_SIM = 1u, JOB_SERVER = 2u, JOB_CLIENT = 4u, JOB_LOADGEN = 8u, JOB_ALL = 15u };
+enum {
+    JOB_SIM = 1u, JOB_SERVER = 2u, JOB_CLIENT = 4u, JOB_LOADGEN = 8u, JOB_WORKER = 16u,
+    JOB_ALL = 31u
+};
 
 typedef struct job_opts {
     const char *config, *dataset, *data_dir, *model, *partition, *strategy, *profile;

@@ -15,6 +15,7 @@ static const cli_cmd COMMANDS[] = {
     {"client", "run a federated client over an MQTT broker", cmd_client},
     {"keygen", "generate an Ed25519 key pair for a server or client", cmd_keygen},
     {"loadgen", "run many light clients over MQTT to load-test a broker and server", cmd_loadgen},
+    {"worker", "run a scale-out aggregator worker that shares a server's inbox over MQTT", cmd_worker},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 
