@@ -243,5 +243,4 @@ PY
 acc_s=$(field "$S" final_accuracy) acc_r=$(field "$tmp/sim.json" final_accuracy)
 /usr/bin/python3 -c "import sys; sys.exit(abs(float(sys.argv[1]) - float(sys.argv[2])) > 0.002)" \
     "$acc_s" "$acc_r" || fail "final accuracy $acc_s with workers, $acc_r without"
-[ -n "${KEEP_TMP:-}" ] && cp -r "$tmp" "$KEEP_TMP"
 finish test_workers
