@@ -214,8 +214,6 @@ int cmd_loadgen(int argc, char **argv) {
     uint32_t *n_train = NULL;
     ef_identity **ids = NULL;
     const uint8_t **keys = NULL;
-    ef_dataset data = {0};
-    ef_model *probe = NULL;
     uint8_t server_pk[EF_PK_BYTES];
     uint32_t n = (uint32_t)o.clients, lo = 0, hi = 0;
     if (first64 + n > EF_BROADCAST_ID) {
@@ -272,20 +270,8 @@ int cmd_loadgen(int argc, char **argv) {
     }
     status = CLI_EXIT_FAIL;
     /* the model's size: the input shape comes from the dataset (one example read) */
-    if (ef_dataset_load_n(&data, o.dataset, o.data_dir, 0, 1) != EF_OK) {
-        cli_error("loadgen", "%s", ef_last_error());
-        goto done;
-    }
-    ef_model_config mcfg = job_model_config(&sc, &data);
-    mcfg.max_batch = 1;
-    if (ef_model_new(&probe, &mcfg, NULL) != EF_OK) {
-        cli_error("loadgen", "%s", ef_last_error());
-        goto done;
-    }
-    size_t n_params = ef_model_numel(probe);
-    ef_model_free(probe);
-    probe = NULL;
-    ef_dataset_free(&data);
+    size_t n_params = 0;
+    if (job_model_numel("loadgen", &o, &sc, &n_params) != 0) goto done;
     if (synth_new(&sy, noise, lo, hi, (uint32_t)eval_examples, sc.seed) != EF_OK ||
         !(n_train = malloc(n * sizeof *n_train))) {
         cli_error("loadgen", "out of memory");
@@ -468,8 +454,6 @@ done:
     free(keys);
     free(n_train);
     synth_free(sy);
-    ef_model_free(probe);
-    ef_dataset_free(&data);
     cli_config_free(keep);
     return status;
 }

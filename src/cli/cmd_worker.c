@@ -91,8 +91,6 @@ int cmd_worker(int argc, char **argv) {
     if (rc || help) return rc;
 
     int status = CLI_EXIT_USAGE;
-    ef_dataset data = {0};
-    ef_model *probe = NULL;
     ef_worker *w = NULL;
     ef_mqtt *m = NULL;
     ef_identity *ident = NULL;
@@ -138,18 +136,9 @@ int cmd_worker(int argc, char **argv) {
         goto done;
     }
     status = CLI_EXIT_FAIL;
-    /* the model's size: the input shape comes from the dataset (one example read) */
-    if (ef_dataset_load_n(&data, o.dataset, o.data_dir, 0, 1) != EF_OK) {
-        cli_error("worker", "%s", ef_last_error());
-        goto done;
-    }
-    ef_model_config mcfg = job_model_config(&sc, &data);
-    mcfg.max_batch = 1;
-    if (ef_model_new(&probe, &mcfg, NULL) != EF_OK) {
-        cli_error("worker", "%s", ef_last_error());
-        goto done;
-    }
-    ef_worker_config wc = {.job = sc.server.job, .id = ws.id, .n_params = ef_model_numel(probe),
+    size_t n_params = 0;
+    if (job_model_numel("worker", &o, &sc, &n_params) != 0) goto done;
+    ef_worker_config wc = {.job = sc.server.job, .id = ws.id, .n_params = n_params,
                            .max_batch = (uint32_t)max_batch, .flush_s = flush_s,
                            .sign_key = ident ? ef_identity_secret(ident) : NULL,
                            .server_pk = server_key_path ? server_pk : NULL,
@@ -235,8 +224,6 @@ done:
     mqtt_args_free(&ma);
     ef_worker_free(w);
     ef_identity_free(ident);
-    ef_model_free(probe);
-    ef_dataset_free(&data);
     cli_config_free(keep);
     return status;
 }

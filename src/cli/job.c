@@ -321,6 +321,22 @@ ef_model_config job_model_config(const ef_sim_config *c, const ef_dataset *data)
     return mc;
 }
 
+int job_model_numel(const char *cmd, const job_opts *o, const ef_sim_config *c, size_t *n) {
+    ef_dataset data = {0};
+    ef_model *probe = NULL;
+    ef_status st = ef_dataset_load_n(&data, o->dataset, o->data_dir, 0, 1);
+    if (st == EF_OK) {
+        ef_model_config mc = job_model_config(c, &data);
+        mc.max_batch = 1;
+        st = ef_model_new(&probe, &mc, NULL);
+    }
+    if (st == EF_OK) *n = ef_model_numel(probe);
+    else cli_error(cmd, "%s", ef_last_error());
+    ef_model_free(probe);
+    ef_dataset_free(&data);
+    return st == EF_OK ? 0 : CLI_EXIT_FAIL;
+}
+
 void job_human_bytes(char *buf, size_t n, double b) {
     const char *u[] = {"B", "KB", "MB", "GB", "TB"};
     int i = 0;

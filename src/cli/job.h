@@ -81,6 +81,13 @@ cJSON *job_config_json(const job_opts *o, const ef_sim_config *c);
  * from the data, the batch capacity from the job). */
 ef_model_config job_model_config(const ef_sim_config *c, const ef_dataset *data);
 
+/*
+ * The parameter count of the job's model, whose input shape comes from the
+ * dataset (one test example is read). 0, or an exit code after printing the
+ * reason as "edgefl <cmd>: error: ...".
+ */
+int job_model_numel(const char *cmd, const job_opts *o, const ef_sim_config *c, size_t *n);
+
 /* "1.2MB": bytes in human units. */
 void job_human_bytes(char *buf, size_t n, double bytes);
 
