@@ -21,6 +21,8 @@ PACKAGES=(
     mosquitto mosquitto-clients openssl
     # MQTT transport: the client library (the tests and examples start the broker above)
     libmosquitto-dev
+    # tests/transport/test_workers.sh: signs forged updates (Ed25519) as an attacker would
+    python3-cryptography
 )
 
 missing=()

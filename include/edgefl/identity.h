@@ -8,7 +8,8 @@
  *               others can read
  *   public key  "edgefl-ed25519-public-v1 <64 hex digits>"
  *   allow-list  "<client id> <64 hex digits of its public key>" per line
- *               (a public-key file's own line format is accepted after the id)
+ *               (a public-key file's own line format is accepted after the id);
+ *               the same format lists aggregator workers (ef_keylist_load)
  * Secret material lives in libsodium's guarded memory and is wiped on free;
  * it is never logged.
  */
@@ -60,14 +61,16 @@ EF_API ef_status ef_public_key_parse(const char *hex, uint8_t pk[EF_PK_BYTES]);
 EF_API ef_status ef_allowlist_load(ef_server *s, const char *path, size_t *n);
 
 /*
- * The same for any holder of an allow-list (a gateway: ef_gateway_allow):
- * calls add(user, id, pk) for every entry; a non-OK return stops the read
- * with that status, the file and line prepended to ef_last_error.
+ * A key list in the allow-list format ("<id> <public key hex>" per line):
+ * calls fn(user, id, pk) for every entry in file order (pk valid during the
+ * call). Used for the server's allow-list (ef_allowlist_load), its list of
+ * aggregator workers (ef_server_add_aggregator) and a worker's allow-list
+ * (ef_worker_allow). Malformed lines and a non-OK return of fn stop the
+ * load with an error naming the file and line (fn's status is returned).
+ * *n (may be NULL) gets the number of entries passed to fn successfully.
  */
-EF_API ef_status ef_allowlist_read(const char *path,
-                                   ef_status (*add)(void *user, uint32_t id,
-                                                    const uint8_t pk[EF_PK_BYTES]),
-                                   void *user, size_t *n);
+typedef ef_status (*ef_keylist_fn)(void *user, uint32_t id, const uint8_t pk[EF_PK_BYTES]);
+EF_API ef_status ef_keylist_load(const char *path, ef_keylist_fn fn, void *user, size_t *n);
 
 #ifdef __cplusplus
 }

@@ -52,8 +52,14 @@
  *   edgefl/<job>/broadcast/<i>     ... its chunks when it is larger than a packet
  *   edgefl/<job>/broadcast/online  the server's announcement, retained:
  *                                  "edgefl-server <instance> fresh|resumed"
+ *   edgefl/<job>/server/workers    with aggregator workers: what they send the
+ *                                  server (PARTIALs and the messages they pass
+ *                                  on); the server reads it instead of its inbox
  * Clients read edgefl/<job>/broadcast/# and their inbox, and write the
- * server inbox; the server writes the rest.
+ * server inbox; the server writes the rest. Aggregator workers read the
+ * server inbox through a shared subscription ($share/<group>/edgefl/<job>/
+ * server) and the client inboxes, and write edgefl/<job>/server/workers
+ * (see "scale-out aggregator workers" below).
  *
  * Logging goes through ef_log (stderr by default): connection changes at
  * info, refused chunks and messages at warning. Passwords and key material
@@ -68,6 +74,7 @@
 #include "edgefl/gateway.h"
 #include "edgefl/server.h"
 #include "edgefl/wire.h"
+#include "edgefl/worker.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -255,6 +262,12 @@ typedef struct ef_mqtt_server_opts {
     /* This run's token in the server announcement (0: the wall clock in
      * microseconds). */
     uint64_t instance;
+    /* The topic the server reads instead of edgefl/<job>/server (no
+     * wildcards; it must stay valid during the run). With aggregator workers it is
+     * ef_mqtt_workers_topic: the workers take the inbox and pass everything
+     * on there, so reading both would deliver every message twice. NULL:
+     * the inbox. */
+    const char *inbox_topic;
 } ef_mqtt_server_opts;
 
 typedef struct ef_mqtt_server_stats {
@@ -267,12 +280,13 @@ typedef struct ef_mqtt_server_stats {
     uint64_t bytes_in;
     uint64_t models_broadcast;  /* model versions published to the broadcast topic */
     double wall_s;
+    uint64_t partials_received; /* PARTIAL messages from aggregator workers */
 } ef_mqtt_server_stats;
 
 /*
  * Runs server `s` over connection `m` until ef_server_done (EF_OK) or stop.
- * Subscribes to the server inbox and, once subscribed, announces itself on
- * edgefl/<job>/broadcast/online (retained; "fresh", or "resumed" for a
+ * Subscribes to the server inbox (or o->inbox_topic) and, once subscribed,
+ * announces itself on edgefl/<job>/broadcast/online (retained; "fresh", or "resumed" for a
  * server restored from a checkpoint, which then waits 2 s for the messages
  * queued in its session and ticks once: its clients are online already).
  * Feeds every message with the seconds since the start (monotonic clock),
@@ -287,7 +301,8 @@ typedef struct ef_mqtt_server_stats {
  * (its retained copy may be gone). At the end the retained model is deleted
  * (unless keep_retained), so is the announcement, and the publishes
  * flushed; closing the connection
- * is the caller's. Returns EF_ERR_NOMEM (or a failing after_round status) on fatal errors.
+ * is the caller's. Returns EF_ERR_NOMEM (or a failing after_round status) on fatal errors,
+ * EF_ERR_INVALID for an inbox_topic with wildcards.
  * `stats` (may be NULL) is filled in either case.
  */
 EF_API ef_status ef_mqtt_run_server(ef_mqtt *m, ef_server *s, const ef_mqtt_server_opts *o,
@@ -501,6 +516,75 @@ EF_API ef_status ef_mqtt_run_gateway(ef_mqtt *local, ef_mqtt *upstream,
                                      const char *upstream_prefix, ef_gateway *g,
                                      const ef_gateway_config *gc, const ef_mqtt_gateway_opts *o,
                                      ef_mqtt_gateway_stats *stats);
+/* ---- scale-out aggregator workers ------------------------------------------- */
+
+/*
+ * Aggregator workers (include/edgefl/worker.h) split the server inbox with
+ * an MQTT 5 shared subscription: every worker of a group subscribes to
+ * $share/<group>/edgefl/<job>/server and the broker hands each message to
+ * one of them. A worker also reads the client inboxes edgefl/<job>/client/+
+ * to learn the tasks the server sends (ef_worker_observe), batches the
+ * updates that answer them into PARTIAL messages and passes everything else
+ * on unchanged. It publishes both to edgefl/<job>/server/workers, which the
+ * server then reads instead of its inbox (ef_mqtt_server_opts.inbox_topic).
+ *
+ * Caveats: a message larger than one packet travels in chunks, and a
+ * broker may hand the chunks of one message to different members of the
+ * group (mosquitto does), which then cannot put it together: give clients
+ * and workers a max_packet above the update size when workers share the
+ * inbox. Workers must be subscribed before clients check in (a message to
+ * a shared subscription with no member is dropped, unless a member's
+ * persistent session holds it).
+ */
+
+/* edgefl/<job>/server/workers: where workers send the server their output. */
+EF_API const char *ef_mqtt_workers_topic(char *buf, size_t n, uint64_t job);
+
+struct ef_mqtt_worker_stats;
+
+typedef struct ef_mqtt_worker_opts {
+    uint64_t job;
+    /* The shared-subscription group (share name): 1..64 characters, none of
+     * '/', '+', '#'. NULL: "edgefl". */
+    const char *group;
+    /* Polled between messages; non-zero ends the run (after a flush). May be NULL. */
+    const volatile sig_atomic_t *stop;
+    /* Called after a PARTIAL of `updates` updates for `round` is published,
+     * with the counters so far (progress output). May be NULL. */
+    void (*on_partial)(void *user, uint32_t round, uint32_t updates,
+                       const struct ef_mqtt_worker_stats *st);
+    void *user;
+} ef_mqtt_worker_opts;
+
+typedef struct ef_mqtt_worker_stats {
+    ef_worker_stats worker;     /* the core's counters (batched, forwarded, partials,
+                                 * refused, duplicates) */
+    uint64_t messages_in;       /* messages taken from the shared inbox */
+    uint64_t bytes_in;
+    uint64_t updates_in;        /* of which UPDATEs */
+    uint64_t updates_forwarded; /* UPDATEs passed on unbatched: the server decides */
+    uint64_t observed;          /* client-inbox messages looked at */
+    uint64_t messages_out;      /* messages published to the workers topic */
+    uint64_t bytes_out;
+    double wall_s;
+} ef_mqtt_worker_stats;
+
+/*
+ * Runs worker `w` (created for o->job) over connection `m` until stop:
+ * subscribes to $share/<group>/edgefl/<job>/server and
+ * edgefl/<job>/client/+, feeds inbox messages to ef_worker_handle and
+ * client-inbox messages to ef_worker_observe (the id from the topic), ticks
+ * at ef_worker_next_timer (seconds since the start, monotonic clock) and
+ * publishes the outbox to edgefl/<job>/server/workers. Observed messages
+ * the worker refuses are logged as warnings, updates it passes on
+ * unbatched at info. On stop the open batch is flushed and the publishes
+ * acknowledged (up to 30 s); closing the connection is the caller's (end
+ * the session: a session left behind keeps taking a share of the inbox). Returns EF_OK after a stop, EF_ERR_INVALID
+ * for a bad group, EF_ERR_NOMEM or a failing publish otherwise. `stats`
+ * (may be NULL) is filled in either case.
+ */
+EF_API ef_status ef_mqtt_run_worker(ef_mqtt *m, ef_worker *w, const ef_mqtt_worker_opts *o,
+                                    ef_mqtt_worker_stats *stats);
 
 #ifdef __cplusplus
 }

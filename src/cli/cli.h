@@ -103,5 +103,6 @@ int cmd_client(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 int cmd_loadgen(int argc, char **argv);
 int cmd_aggregator(int argc, char **argv);
+int cmd_worker(int argc, char **argv);
 
 #endif /* EDGEFL_CLI_H */

@@ -185,7 +185,7 @@ int cmd_aggregator(int argc, char **argv) {
         goto done;
     }
     size_t n_allowed = 0;
-    if (allow_path && ef_allowlist_read(allow_path, allow_local, g, &n_allowed) != EF_OK) {
+    if (allow_path && ef_keylist_load(allow_path, allow_local, g, &n_allowed) != EF_OK) {
         cli_error("aggregator", "%s", ef_last_error());
         status = CLI_EXIT_USAGE;
         goto done;

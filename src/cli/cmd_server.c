@@ -24,7 +24,7 @@ static const char *USAGE =
     "edgefl server --broker mqtt[s]://HOST:PORT --config job.json [--state-dir DIR]\n"
     "                     [--key FILE] [--allow FILE] [--tls-ca F --tls-cert F --tls-key F]\n"
     "                     [--http HOST:PORT] [--json] [--metrics FILE.jsonl]\n"
-    "                     [--audit-dir DIR]";
+    "                     [--audit-dir DIR] [--workers FILE]";
 static const char *DESC =
     "Runs the server of a federated job over an MQTT 5 broker. The job's options (or the\n"
     "--config JSON file, the same as 'edgefl simulate --config') set the rounds, strategy,\n"
@@ -36,7 +36,9 @@ static const char *DESC =
     "--state-dir; started again with the same directory it resumes after the last round.\n"
     "--key signs every message (edgefl keygen); --allow accepts only clients on the\n"
     "allow-list, with valid signatures and fresh message counters. Start the clients with\n"
-    "'edgefl client'. See docs/deploy.md.";
+    "'edgefl client'. With --workers (a list of worker ids and public keys) aggregator\n"
+    "workers ('edgefl worker') share the inbox and the server reads what they send on\n"
+    "edgefl/<job>/server/workers instead. See docs/deploy.md.";
 
 typedef struct srv_state {
     cli_progress prog;
@@ -148,6 +150,36 @@ static void purge_session(const ef_mqtt_config *mc) {
     ef_mqtt_close(p, 1);
 }
 
+static ef_status add_worker(void *user, uint32_t id, const uint8_t pk[EF_PK_BYTES]) {
+    return ef_server_add_aggregator(user, id, pk);
+}
+
+/* --workers FILE: registers the aggregator workers ("<id> <public key hex>"
+ * lines). 0 or an exit code. */
+static int add_workers(const char *path, const ef_sim_config *sc, ef_server *s, int quiet) {
+    if (sc->server.async || sc->server.secagg || sc->server.dp ||
+        ef_strategy_keeps_updates(sc->strategy.kind)) {
+        cli_error("server", "--workers needs synchronous rounds, a mean-based strategy (not %s), "
+                            "no secure aggregation and no differential privacy",
+                  ef_strategy_name(sc->strategy.kind));
+        return CLI_EXIT_USAGE;
+    }
+    size_t count = 0;
+    if (ef_keylist_load(path, add_worker, s, &count) != EF_OK) {
+        cli_error("server", "%s", ef_last_error());
+        return CLI_EXIT_USAGE;
+    }
+    if (count == 0) {
+        cli_error("server", "--workers %s lists no worker", path);
+        return CLI_EXIT_USAGE;
+    }
+    char topic[64];
+    if (!quiet)
+        fprintf(stderr, "edgefl server: %zu aggregator workers, reading %s\n", count,
+                ef_mqtt_workers_topic(topic, sizeof topic, sc->server.job));
+    return 0;
+}
+
 static int make_dir(const char *cmd, const char *dir) {
     if (mkdir(dir, 0700) == 0 || errno == EEXIST) {
         struct stat sb;
@@ -163,7 +195,7 @@ int cmd_server(int argc, char **argv) {
     mqtt_args ma;
     mqtt_args_defaults(&ma);
     const char *state_dir = NULL, *key_path = NULL, *allow_path = NULL, *http = NULL;
-    const char *audit_dir = NULL;
+    const char *audit_dir = NULL, *workers_path = NULL;
     int min_clients = 0, keep_retained = 0;
     cli_opt mine[] = {
         {"state-dir", CLI_STR, &state_dir, "DIR", "checkpoint after every round into DIR and resume from it", 0, 0, NULL, 0},
@@ -173,6 +205,7 @@ int cmd_server(int argc, char **argv) {
         {"min-clients", CLI_INT, &min_clients, "N", "check-ins to wait for before the first round (default --clients)", 1, 10000000, NULL, 0},
         {"keep-retained", CLI_FLAG, &keep_retained, NULL, "leave the last model retained on the broker at the end", 0, 0, NULL, 0},
         {"audit-dir", CLI_STR, &audit_dir, "DIR", "testing/audit aid: write each secure-aggregation round's unmasked sum and included clients into DIR", 0, 0, NULL, 0},
+        {"workers", CLI_STR, &workers_path, "FILE", "aggregator workers' ids and public keys: read their topic instead of the inbox", 0, 0, NULL, 0},
         {0},
     };
     void *keep = NULL;
@@ -253,6 +286,10 @@ int cmd_server(int argc, char **argv) {
         status = CLI_EXIT_USAGE;
         goto done;
     }
+    if (workers_path && (rc = add_workers(workers_path, &sc, s, o.quiet)) != 0) {
+        status = rc;
+        goto done;
+    }
     int restored = 0;
     if (state_dir && ef_server_restore(s, state_dir, &restored) != EF_OK) {
         cli_error("server", "%s", ef_last_error());
@@ -304,6 +341,9 @@ int cmd_server(int argc, char **argv) {
                 ident ? ", messages signed" : "");
     ef_mqtt_server_opts so = {.job = sc.server.job, .stop = &stop, .after_round = after_round, .user = &ss,
                               .keep_retained = keep_retained};
+    char workers_topic[64]; /* the workers pass everything on there */
+    if (workers_path)
+        so.inbox_topic = ef_mqtt_workers_topic(workers_topic, sizeof workers_topic, sc.server.job);
     ef_mqtt_server_stats st = {0};
     ss.t0 = ss.t_last = ef_now();
     ef_status run = ef_mqtt_run_server(m, s, &so, &st);
@@ -391,6 +431,7 @@ int cmd_server(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "bytes_out", (double)st.bytes_out);
         cJSON_AddNumberToObject(j, "models_broadcast", (double)st.models_broadcast);
         cJSON_AddNumberToObject(j, "model_version", (double)ef_server_version(s));
+        if (workers_path) cJSON_AddNumberToObject(j, "partials_received", (double)st.partials_received);
         cJSON_AddNumberToObject(j, "wall_s", st.wall_s);
         cJSON_AddNumberToObject(j, "peak_rss_mb", ef_peak_rss_mb());
         if (isfinite(epsilon)) {

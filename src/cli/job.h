@@ -1,6 +1,6 @@
 /*
  * A federated job's settings, shared by `edgefl simulate`, `edgefl server`,
- * `edgefl client` and `edgefl loadgen`: one option table (the keys of a
+ * `edgefl client`, `edgefl loadgen` and `edgefl worker`: one option table (the keys of a
  * --config JSON file are the option names), one builder from options to the
  * library's configuration structs. Every option has a scope -- the
  * commands that use it; a job file may hold the keys of every scope (the
@@ -18,7 +18,8 @@
 enum {
     JOB_SIM = 1u, JOB_SERVER = 2u, JOB_CLIENT = 4u, JOB_LOADGEN = 8u,
     JOB_GATEWAY = 16u, /* edgefl aggregator: the job's identity and model shape only */
-    JOB_ALL = 31u
+    JOB_WORKER = 32u,  /* edgefl worker: the job's identity and model shape only */
+    JOB_ALL = 63u
 };
 
 typedef struct job_opts {

@@ -16,6 +16,7 @@ static const cli_cmd COMMANDS[] = {
     {"aggregator", "run an edge gateway: aggregate local clients, one client upstream", cmd_aggregator},
     {"keygen", "generate an Ed25519 key pair for a server or client", cmd_keygen},
     {"loadgen", "run many light clients over MQTT to load-test a broker and server", cmd_loadgen},
+    {"worker", "run a scale-out aggregator worker that shares a server's inbox over MQTT", cmd_worker},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 

@@ -165,9 +165,7 @@ ef_status ef_public_key_load(const char *path, uint8_t pk[EF_PK_BYTES]) {
     return st;
 }
 
-ef_status ef_allowlist_read(const char *path,
-                            ef_status (*add)(void *user, uint32_t id, const uint8_t pk[EF_PK_BYTES]),
-                            void *user, size_t *n) {
+ef_status ef_keylist_load(const char *path, ef_keylist_fn fn, void *user, size_t *n) {
     if (n) *n = 0;
     char *buf = NULL;
     size_t len, count = 0;
@@ -186,7 +184,7 @@ ef_status ef_allowlist_read(const char *path,
             errno = 0;
             unsigned long id = strtoul(q, &end, 10);
             if (end == q || errno || id >= EF_BROADCAST_ID || (*end != ' ' && *end != '\t')) {
-                st = ef__fail(EF_ERR_FORMAT, "%s:%zu: expected '<client id> <public key hex>'",
+                st = ef__fail(EF_ERR_FORMAT, "%s:%zu: expected '<id> <public key hex>'",
                               path, lineno);
                 break;
             }
@@ -200,11 +198,11 @@ ef_status ef_allowlist_read(const char *path,
             const char *rest = end + strspn(end, "0123456789abcdefABCDEF");
             rest += strspn(rest, " \t\r");
             if (!parse_hex(end, pk, EF_PK_BYTES) || (*rest && *rest != '#')) {
-                st = ef__fail(EF_ERR_FORMAT, "%s:%zu: client %lu: the public key must be %d hex "
+                st = ef__fail(EF_ERR_FORMAT, "%s:%zu: id %lu: the public key must be %d hex "
                                              "digits", path, lineno, id, 2 * EF_PK_BYTES);
                 break;
             }
-            if ((st = add(user, (uint32_t)id, pk)) != EF_OK) {
+            if ((st = fn(user, (uint32_t)id, pk)) != EF_OK) {
                 char why[256];
                 snprintf(why, sizeof why, "%s", ef_last_error());
                 st = ef__fail(st, "%s:%zu: %s", path, lineno, why);
@@ -220,10 +218,10 @@ ef_status ef_allowlist_read(const char *path,
     return st;
 }
 
-static ef_status server_allow(void *user, uint32_t id, const uint8_t pk[EF_PK_BYTES]) {
+static ef_status allow_one(void *user, uint32_t id, const uint8_t pk[EF_PK_BYTES]) {
     return ef_server_allow(user, id, pk);
 }
 
 ef_status ef_allowlist_load(ef_server *s, const char *path, size_t *n) {
-    return ef_allowlist_read(path, server_allow, s, n);
+    return ef_keylist_load(path, allow_one, s, n);
 }

@@ -34,7 +34,8 @@ typedef struct srv_run {
     ef_mqtt_server_stats st;
     ef_outbox out;
     double t0;
-    char inbox[64], bcast[64], online[80];
+    char own_inbox[64], bcast[64], online[80];
+    const char *inbox;      /* the topic read: own_inbox or o->inbox_topic */
     char birth[EF__BIRTH_MAX];  /* "edgefl-server <instance> fresh|resumed" */
     int born;               /* the birth message is out */
     int started;            /* the first tick happened */
@@ -105,6 +106,7 @@ static ef_status srv_feed(srv_run *r, ef_buf *b) {
     r->st.messages_in++;
     r->st.bytes_in += b->len;
     r->st.updates_received += is_update;
+    r->st.partials_received += known && h.type == EF_MSG_PARTIAL;
     ef_status hs = ef_server_handle(r->s, srv_now(r), b->data, b->len, &r->out);
     if (hs == EF_ERR_NOMEM) return hs;
     if (hs == EF_OK && known && h.type == EF_MSG_CHECKIN)
@@ -133,14 +135,18 @@ ef_status ef_mqtt_run_server(ef_mqtt *m, ef_server *s, const ef_mqtt_server_opts
     r.m = m, r.s = s, r.o = o;
     r.t0 = ef_now();
     ef_server_records(s, &r.n_records);
-    ef_mqtt_topic(r.inbox, sizeof r.inbox, o->job, EF_SERVER_ID);
+    r.inbox = o->inbox_topic ? o->inbox_topic
+                             : ef_mqtt_topic(r.own_inbox, sizeof r.own_inbox, o->job, EF_SERVER_ID);
     ef_mqtt_topic(r.bcast, sizeof r.bcast, o->job, EF_BROADCAST_ID);
     ef_mqtt_online_topic(r.online, sizeof r.online, o->job);
     int resumed = r.n_records > 0 || ef_server_version(s) > 0;
     snprintf(r.birth, sizeof r.birth, "edgefl-server %llu %s",
              (unsigned long long)(o->instance ? o->instance : ef_mqtt_clock_seq()),
              resumed ? "resumed" : "fresh");
-    ef_status st = ef_mqtt_subscribe(m, r.inbox);
+    ef_status st = strpbrk(r.inbox, "+#") || !r.inbox[0]
+                       ? ef__fail(EF_ERR_INVALID, "server: inbox topic '%s' is not a topic name",
+                                  r.inbox)
+                       : ef_mqtt_subscribe(m, r.inbox);
     if (st == EF_OK)
         ef_log(EF_LOG_INFO, "server: job %llu, inbox %s, model on %s",
                (unsigned long long)o->job, r.inbox, r.bcast);

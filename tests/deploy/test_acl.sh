@@ -11,7 +11,9 @@
 #   connecting with its client id; a CN that is a wildcard gets nothing;
 # - no client certificate, or one from another CA: refused; a client that
 #   trusts another CA refuses the broker;
-# - aggregator workers share the server inbox with $share/<group>/...;
+# - aggregator workers share the server inbox with $share/<group>/..., read
+#   the client inboxes and write edgefl/<job>/server/workers; they write no
+#   client inbox and not the broadcast, and clients cannot write their topic;
 # - the retained model and a durable QoS 1 session survive a broker restart;
 # - the bridge template links a gateway broker to the central one (inbox and
 #   broadcast in, server inbox out, each under the local prefix up/, nothing
@@ -167,14 +169,19 @@ grep -q "^allow_anonymous false$" "$tmp/state/mosquitto.conf" || fail "generated
 expect 1 "$M/run-broker.sh" --certs "$certs" "$tmp/state"
 err_has "already running"
 
+# W plays the server's part of writing client inboxes and the broadcast:
+# srv below subscribes with the server's certificate, and a second connection
+# with it would replace that one (one identity, one session). The bridge may
+# write all of edgefl and is not connected until the bridge section.
+W=bridge
 # --- a client writes the server inbox, reads its own inbox and the broadcast ------
 sub_start srv server -- 'edgefl/#'
 published client-1 edgefl/7/server update-from-1
 got srv "edgefl/7/server update-from-1"
 
 sub_start c1 client-1 -- edgefl/7/client/1 edgefl/7/broadcast
-published aggregator-a edgefl/7/client/1 task-for-1
-published aggregator-a edgefl/7/broadcast model-v1 -r
+published "$W" edgefl/7/client/1 task-for-1
+published "$W" edgefl/7/broadcast model-v1 -r
 got c1 "edgefl/7/client/1 task-for-1"
 got c1 "edgefl/7/broadcast model-v1"
 sub_stop c1
@@ -183,7 +190,7 @@ sub_stop c1
 # Client 2 is subscribed to its inbox and the broadcast throughout (the
 # positive control). A retained message in client 2's inbox must not reach
 # client 1 either.
-published aggregator-a edgefl/7/client/2 retained-secret-for-2 -r
+published "$W" edgefl/7/client/2 retained-secret-for-2 -r
 sub_start c2 client-2 -i victim-2 -- edgefl/7/client/2 edgefl/7/broadcast
 got c2 "edgefl/7/client/2 retained-secret-for-2"
 n=0
@@ -193,8 +200,8 @@ for filter in edgefl/7/client/2 'edgefl/7/client/#' 'edgefl/#' '+/+/client/+' '$
     sub_start peek client-1 -- "$filter" edgefl/7/client/1
     grep -q "Subscribed (mid: 1): 1, 1" "$tmp/peek.out" ||
         fail "SUBACK for '$filter' was not 'granted QoS 1' (mosquitto changed?): $(grep Subscribed "$tmp/peek.out")"
-    published aggregator-a edgefl/7/client/2 "secret-$n-for-2"
-    published aggregator-a edgefl/7/client/1 "marker-$n-for-1"
+    published "$W" edgefl/7/client/2 "secret-$n-for-2"
+    published "$W" edgefl/7/client/1 "marker-$n-for-1"
     got peek "marker-$n-for-1"
     got c2 "edgefl/7/client/2 secret-$n-for-2"
     not_got peek "secret-$n-for-2"
@@ -205,7 +212,7 @@ done
 # --- ... nor the server inbox (other clients' updates) -----------------------------
 sub_start peek client-1 -- edgefl/7/server '$share/g/edgefl/7/server' edgefl/7/client/1
 published client-3 edgefl/7/server update-from-3
-published aggregator-a edgefl/7/client/1 marker-srv-for-1
+published "$W" edgefl/7/client/1 marker-srv-for-1
 got peek "marker-srv-for-1"
 got srv "edgefl/7/server update-from-3"
 not_got peek "update-from-3"
@@ -215,8 +222,8 @@ sub_stop peek
 refused_publish client-1 edgefl/7/client/2 forged-task-for-2
 refused_publish client-1 edgefl/7/broadcast forged-model -r
 refused_publish client-1 edgefl/8/client/2 forged-task-job-8
-published aggregator-a edgefl/7/client/2 marker-e-for-2
-published aggregator-a edgefl/7/broadcast marker-e-broadcast
+published "$W" edgefl/7/client/2 marker-e-for-2
+published "$W" edgefl/7/broadcast marker-e-broadcast
 got c2 "edgefl/7/client/2 marker-e-for-2"
 got c2 "edgefl/7/broadcast marker-e-broadcast"
 got srv "marker-e-broadcast"
@@ -236,7 +243,7 @@ timeout 20 mosquitto_sub -h 127.0.0.1 -p "$port" -V mqttv5 --cafile "$certs/ca.c
 for id in victim-2 2 edgefl-server; do
     published client-1 edgefl/7/server "takeover-$id" -i "$id"
 done
-published aggregator-a edgefl/7/client/2 marker-f-for-2
+published "$W" edgefl/7/client/2 marker-f-for-2
 got c2 "marker-f-for-2"
 got srv "takeover-edgefl-server"
 ! broker_log | grep -q "already connected" ||
@@ -269,7 +276,7 @@ for m in no-cert no-cert-user other-ca wrong-broker; do not_got srv "$m"; done
 broker_log | grep -q "peer did not return a certificate" || fail "broker log lacks the refused certificate-less connection"
 
 # --- aggregator workers share the server inbox -------------------------------------
-sub_start wa aggregator-a -- '$share/workers/edgefl/7/server'
+sub_start wa aggregator-a -- '$share/workers/edgefl/7/server' 'edgefl/7/client/+'
 sub_start wb aggregator-b -- '$share/workers/edgefl/7/server'
 for i in 1 2 3 4 5 6; do published client-1 edgefl/7/server "shared-$i"; done
 for i in 1 2 3 4 5 6; do
@@ -281,6 +288,26 @@ na=$(grep -c " shared-" "$tmp/wa.out") nb=$(grep -c " shared-" "$tmp/wb.out")
 [ "$((na + nb))" = 6 ] && [ "$na" -ge 1 ] && [ "$nb" -ge 1 ] ||
     fail "shared subscription delivered $na + $nb messages (want 6 in all, each worker some)"
 got srv "shared-6"
+# Workers read the client inboxes (the server's tasks tell them which updates
+# to batch) ...
+published "$W" edgefl/7/client/2 task-seen-by-workers
+got wa "edgefl/7/client/2 task-seen-by-workers"
+got c2 "edgefl/7/client/2 task-seen-by-workers"
+# ... and send the server what they batch and pass on on
+# edgefl/<job>/server/workers. A client cannot write there ("pattern write
+# edgefl/+/server" matches three levels, not four), and a worker cannot
+# write a client inbox or the broadcast.
+published aggregator-a edgefl/7/server/workers partial-from-a
+got srv "edgefl/7/server/workers partial-from-a"
+refused_publish client-1 edgefl/7/server/workers forged-partial
+refused_publish client-1 edgefl/8/server/workers forged-partial-job-8
+refused_publish aggregator-a edgefl/7/client/2 task-from-worker
+refused_publish aggregator-a edgefl/7/broadcast model-from-worker -r
+published aggregator-b edgefl/7/server/workers marker-h
+published "$W" edgefl/7/client/2 marker-h-for-2
+got srv "edgefl/7/server/workers marker-h"
+got c2 "edgefl/7/client/2 marker-h-for-2"
+for m in forged-partial task-from-worker model-from-worker; do not_got srv $m; not_got c2 $m; done
 sub_stop wa; sub_stop wb
 
 # --- persistence: retained model and a durable session survive a restart ------------
@@ -289,7 +316,7 @@ sub_stop c2
 timeout 20 mosquitto_sub -h 127.0.0.1 -p "$port" -V mqttv5 --cafile "$certs/ca.crt" \
     --cert "$certs/client-2.crt" --key "$certs/client-2.key" -q 1 -c -i c2 -x 3600 \
     -t edgefl/7/client/2 -E >/dev/null 2>&1 || fail "durable subscription of client 2 failed"
-published aggregator-a edgefl/7/client/2 queued-for-2 -d
+published "$W" edgefl/7/client/2 queued-for-2 -d
 grep -q "PUBACK (Mid: 1, RC:0)" "$tmp/pub.out" || fail "queued-for-2 had no subscriber: $(cat "$tmp/pub.out")"
 sub_stop srv
 expect 0 "$M/run-broker.sh" --stop "$tmp/state"
@@ -332,10 +359,13 @@ lpub() { timeout 20 mosquitto_pub -h 127.0.0.1 -p "$gport" -V mqttv5 -q 1 "$@" >
 # bridge is up, under the gateway's upstream prefix up/.
 lsub_start gl -- 'edgefl/#' 'up/#'
 got gl "up/edgefl/7/broadcast model-v1"
-sub_start srv server -- 'edgefl/#'
-published aggregator-a edgefl/7/client/1000 task-for-gateway
-published aggregator-a edgefl/7/client/1001 task-for-someone-else
-published aggregator-a edgefl/7/broadcast model-v2 -r
+# The bridge is connected now: the server writes, and srv watches the
+# central server inboxes with an aggregator's certificate.
+W=server
+sub_start srv aggregator-b -- 'edgefl/+/server'
+published "$W" edgefl/7/client/1000 task-for-gateway
+published "$W" edgefl/7/client/1001 task-for-someone-else
+published "$W" edgefl/7/broadcast model-v2 -r
 got gl "up/edgefl/7/client/1000 task-for-gateway"
 got gl "up/edgefl/7/broadcast model-v2"
 not_got gl "task-for-someone-else"
@@ -353,7 +383,7 @@ sub_stop gl
 lsub_start dev -c -i dev -x 3600 -- up/edgefl/7/client/1000
 sub_stop dev
 expect 0 "$M/run-broker.sh" --stop "$tmp/gw"
-published aggregator-a edgefl/7/client/1000 task-while-gateway-down -d
+published "$W" edgefl/7/client/1000 task-while-gateway-down -d
 grep -q "RC:0)" "$tmp/pub.out" || fail "central broker kept no session for the bridge: $(grep PUBACK "$tmp/pub.out")"
 "$M/run-broker.sh" --plain --port "$gport" --include "$tmp/bridge.conf" "$tmp/gw" >/dev/null 2>"$tmp/rb.err" ||
     fatal "gateway restart failed: $(cat "$tmp/rb.err")"

@@ -337,6 +337,7 @@ int main(void) {
     CHECK(strcmp(ef_mqtt_topic(t, sizeof t, 42, EF_SERVER_ID), "edgefl/42/server") == 0);
     CHECK(strcmp(ef_mqtt_topic(t, sizeof t, 42, EF_BROADCAST_ID), "edgefl/42/broadcast") == 0);
     CHECK(strcmp(ef_mqtt_topic(t, sizeof t, 42, 17), "edgefl/42/client/17") == 0);
+    CHECK(strcmp(ef_mqtt_workers_topic(t, sizeof t, 42), "edgefl/42/server/workers") == 0);
 
     /* small packets so chunking is exercised on modest payloads */
     ef_mqtt *a = connect_client("t-a", "t/a", 64 * 1024);
@@ -407,6 +408,23 @@ int main(void) {
     ef_mqtt_close(d, 1);
 
     test_bad_chunks(a);
+
+    /* the worker driver refuses a group that is not an MQTT share name,
+     * before it subscribes anything */
+    {
+        ef_worker *w = NULL;
+        ef_worker_config wc = {.job = 42, .id = 900, .n_params = 4};
+        CHECK_OK(ef_worker_new(&w, &wc));
+        const char *bad[] = {"", "a/b", "a+", "#",
+                             "an-overlong-group-name-of-sixty-five-characters-xxxxxxxxxxxxxxxxx"};
+        for (size_t i = 0; w && i < sizeof bad / sizeof bad[0]; i++) {
+            ef_mqtt_worker_opts wo = {.job = 42, .group = bad[i]};
+            ef_mqtt_worker_stats ws;
+            CHECK_MSG(ef_mqtt_run_worker(a, w, &wo, &ws) == EF_ERR_INVALID, "group '%s'", bad[i]);
+            CHECK(strstr(ef_last_error(), "group") != NULL && ws.messages_in == 0);
+        }
+        ef_worker_free(w);
+    }
 
     /* a persistent session: q subscribes, goes away, messages queue for it */
     ef_mqtt *q = connect_client("t-q", "t/q", 64 * 1024);
