@@ -271,3 +271,15 @@ int cli_load_config(const char *cmd, const char *path, cli_opt *opts, void **kee
 }
 
 void cli_config_free(void *keep) { cJSON_Delete(keep); }
+
+int cli_print_json(const char *cmd, cJSON *j) {
+    char *text = j ? cJSON_PrintUnformatted(j) : NULL;
+    cJSON_Delete(j);
+    if (!text) {
+        cli_error(cmd, "out of memory");
+        return CLI_EXIT_FAIL;
+    }
+    printf("%s\n", text);
+    cJSON_free(text);
+    return 0;
+}

@@ -94,6 +94,12 @@ void cli_fmt_duration(char *buf, size_t n, double s);
 /* Prints `msg` as "edgefl <cmd>: error: ..." with the library's last error. */
 void cli_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Prints JSON object j on one line of stdout (a command's --json result) and
+ * deletes it. Returns 0, or CLI_EXIT_FAIL after an error message when it
+ * cannot be printed (out of memory). */
+struct cJSON;
+int cli_print_json(const char *cmd, struct cJSON *j);
+
 int cmd_train(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_simulate(int argc, char **argv);

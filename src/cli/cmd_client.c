@@ -244,10 +244,7 @@ int cmd_client(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "train_s", cs.train_s);
         cJSON_AddNumberToObject(j, "wall_s", ef_now() - t0);
         cJSON_AddNumberToObject(j, "peak_rss_mb", ef_peak_rss_mb());
-        char *text = cJSON_PrintUnformatted(j);
-        cJSON_Delete(j);
-        if (text) printf("%s\n", text);
-        cJSON_free(text);
+        if (cli_print_json("client", j) != 0) goto done;
     }
     status = 0;
 done:

@@ -60,11 +60,7 @@ int cmd_eval(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "params", (double)ef_model_numel(m));
         cJSON_AddNumberToObject(j, "wall_s", ef_now() - t0);
         cJSON_AddNumberToObject(j, "peak_rss_mb", ef_peak_rss_mb());
-        char *s = cJSON_PrintUnformatted(j);
-        cJSON_Delete(j);
-        if (!s) goto done;
-        printf("%s\n", s);
-        cJSON_free(s);
+        if (cli_print_json("eval", j) != 0) goto done;
     } else {
         printf("test_accuracy %.4f\ntest_loss %.4f\nexamples %zu\nmodel %s\n", acc, loss, n,
                ef_model_arch_name(mc->arch));

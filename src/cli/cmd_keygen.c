@@ -55,11 +55,7 @@ int cmd_keygen(int argc, char **argv) {
         cJSON_AddStringToObject(j, "public_key", hex);
         cJSON_AddStringToObject(j, "secret_key_file", out);
         cJSON_AddStringToObject(j, "public_key_file", pub);
-        char *text = cJSON_PrintUnformatted(j);
-        cJSON_Delete(j);
-        if (!text) return CLI_EXIT_FAIL;
-        printf("%s\n", text);
-        cJSON_free(text);
+        if (cli_print_json("keygen", j) != 0) return CLI_EXIT_FAIL;
     } else {
         printf("%s\n", hex);
     }

@@ -435,10 +435,7 @@ int cmd_loadgen(int argc, char **argv) {
             cJSON_AddItemToArray(ra, x);
         }
         free(r);
-        char *text = cJSON_PrintUnformatted(j);
-        cJSON_Delete(j);
-        if (text) printf("%s\n", text);
-        cJSON_free(text);
+        if (cli_print_json("loadgen", j) != 0) goto done;
     }
     status = 0;
 done:

@@ -155,11 +155,7 @@ int cmd_privacy(int argc, char **argv) {
         if (arr) cJSON_AddItemToObject(j, "orders", arr);
         else cJSON_AddStringToObject(j, "orders", "default");
         cJSON_AddStringToObject(j, "accountant", "rdp");
-        char *s = cJSON_PrintUnformatted(j);
-        cJSON_Delete(j);
-        if (!s) goto done;
-        printf("%s\n", s);
-        cJSON_free(s);
+        if (cli_print_json("privacy", j) != 0) goto done;
     } else if (!has_target) {
         if (isinf(eps))
             printf("epsilon = inf at delta = %g: sigma = 0 adds no noise, no privacy "

@@ -441,11 +441,7 @@ int cmd_server(int argc, char **argv) {
         if (stop_reason[0]) cJSON_AddStringToObject(j, "stopped", stop_reason);
         cJSON_AddItemToObject(j, "config", cj);
         cj = NULL;
-        char *text = cJSON_PrintUnformatted(j);
-        cJSON_Delete(j);
-        if (!text) goto done;
-        printf("%s\n", text);
-        cJSON_free(text);
+        if (cli_print_json("server", j) != 0) goto done;
     } else {
         printf("final_accuracy %.4f\n", final_acc);
     }

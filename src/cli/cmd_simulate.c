@@ -256,11 +256,7 @@ int cmd_simulate(int argc, char **argv) {
         }
         cJSON_AddItemToObject(j, "config", cj);
         cj = NULL;
-        char *s = cJSON_PrintUnformatted(j);
-        cJSON_Delete(j);
-        if (!s) goto done;
-        printf("%s\n", s);
-        cJSON_free(s);
+        if (cli_print_json("simulate", j) != 0) goto done;
     } else {
         printf("final_accuracy %.4f\n", sum.final_accuracy);
     }

@@ -197,10 +197,9 @@ int cmd_train(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "train_examples", (double)n_train);
         cJSON_AddNumberToObject(j, "test_examples", (double)n_test);
         if (out) cJSON_AddStringToObject(j, "out", out);
-        char *s = cJSON_PrintUnformatted(j);
-        if (!s) goto done;
-        printf("%s\n", s);
-        cJSON_free(s);
+        int printed = cli_print_json("train", j);
+        j = NULL;
+        if (printed != 0) goto done;
     } else {
         printf("test_accuracy %.4f\n", acc);
     }

@@ -205,10 +205,7 @@ int cmd_worker(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "bytes_out", (double)st.bytes_out);
         cJSON_AddNumberToObject(j, "wall_s", st.wall_s);
         cJSON_AddNumberToObject(j, "peak_rss_mb", ef_peak_rss_mb());
-        char *text = cJSON_PrintUnformatted(j);
-        cJSON_Delete(j);
-        if (text) printf("%s\n", text);
-        cJSON_free(text);
+        if (cli_print_json("worker", j) != 0) goto done;
     }
     status = 0;
 done:
