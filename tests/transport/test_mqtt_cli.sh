@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # `edgefl server`, `edgefl client` and `edgefl keygen` over a real mosquitto
 # broker: usage errors; an authenticated job (signed messages, allow-list)
-# where a client not on the list is refused and logged, and a client killed
-# mid-round is reported by its signed last will (LEAVE) so the round closes
-# without waiting for the deadline; a server killed after round 2 resumes
+# where a client not on the list is refused and logged, replayed, corrupted,
+# unsigned and tampered copies of a signed message are refused with their
+# reasons, and a client killed mid-round is reported by its signed last will
+# (LEAVE) so the round closes without waiting for the deadline; a server killed after round 2 resumes
 # from its state directory; stragglers' updates are counted as rejected;
 # clients leave cleanly on SIGTERM; over TLS with the shipped broker
 # configuration (client certificates, ACLs), a job runs and a client that
@@ -51,6 +52,14 @@ cat > "$tmp/job.json" <<JOB
 {"clients": 3, "rounds": 20, "clients-per-round": 3, "model": "logreg", "seed": 5,
  "deadline": 120, "eval-limit": 500, "profile": "mobile", "limit": 3000}
 JOB
+# a listener on the server inbox keeps the first messages as hex: a signed
+# check-in from it is replayed, corrupted, stripped of its signature and
+# tampered with below, and the server must refuse each with its reason
+command -v mosquitto_sub >/dev/null || { echo "no mosquitto_sub: skipped"; exit 77; }
+mosquitto_sub -h 127.0.0.1 -p "$port" -V mqttv5 -q 1 -t edgefl/5/server -F %x -C 4 -W 60 \
+    >"$tmp/captured.hex" 2>/dev/null &
+capture=$!
+sleep 0.3 # subscribed before the clients check in
 for i in 0 1 2; do
     bg "$EF" client --broker "$url" --config "$tmp/job.json" --client-index "$i" \
         --key "$tmp/c$i.key" --server-key "$tmp/server.key.pub" --session-expiry 2 \
@@ -64,12 +73,51 @@ bg "$EF" client --broker "$url" --config "$tmp/job.json" --client-index 1 --id 5
 server=$!
 bg_pids+=("$server")
 for _ in $(seq 600); do grep -q "task received: round 1" "$tmp/auth2.err" && break; sleep 0.1; done
+wait "$capture" 2>/dev/null
+# the four forgeries, made from the first signed check-in of an allow-listed client
+sender=$(/usr/bin/python3 - "$tmp" <<'PY'
+import struct, sys, zlib
+tmp = sys.argv[1]
+for line in open(tmp + "/captured.hex"):
+    b = bytearray.fromhex(line.strip())
+    if len(b) < 48 or b[:4] != b"EFL1" or b[5] != 1 or not b[6] & 1:
+        continue                                     # not a signed CHECKIN
+    sender = struct.unpack_from("<I", b, 20)[0]
+    if sender > 2:
+        continue
+    n = struct.unpack_from("<I", b, 40)[0]
+    def crc(m, n):
+        return zlib.crc32(bytes(m[:44]) + bytes(m[48:48 + n])) & 0xFFFFFFFF
+    def put(name, m):
+        open(tmp + "/" + name, "wb").write(bytes(m))
+    put("replay.bin", b)                             # the same bytes again
+    c = bytearray(b); c[48] ^= 0x01; put("corrupt.bin", c)   # a flipped bit, CRC stale
+    u = bytearray(b[:48 + n]); u[6] &= 0xFE          # no signature, flag cleared
+    struct.pack_into("<I", u, 44, crc(u, n)); put("unsigned.bin", u)
+    t = bytearray(b); t[48] ^= 0x01                  # tampered, CRC recomputed
+    struct.pack_into("<I", t, 44, crc(t, n)); put("badsig.bin", t)
+    print(sender, len(b))
+    break
+PY
+)
+[ -n "$sender" ] || fail "no signed check-in captured: $(cat "$tmp/captured.hex")"
+read -r sender msglen <<<"$sender"
+for f in replay corrupt unsigned badsig; do
+    timeout 20 mosquitto_pub -h 127.0.0.1 -p "$port" -V mqttv5 -q 1 -t edgefl/5/server \
+        -f "$tmp/$f.bin" || fail "publishing the $f message failed"
+done
 kill -9 "$victim"
 t0=$(date +%s)
 wait "$server" || fail "authenticated server failed: $(tail -5 "$tmp/auth.err")"
 [ $(( $(date +%s) - t0 )) -lt 60 ] || fail "the round waited for the deadline: the will did not arrive"
 grep -q "rejected checkin from 5: .*not on the allow-list" "$tmp/auth.err" ||
     fail "the stranger's check-in was not logged: $(cat "$tmp/auth.err")"
+for why in "rejected checkin from $sender: checkin from client $sender: replayed" \
+           "rejected a message of $msglen bytes: message: CRC mismatch" \
+           "rejected checkin from $sender: checkin from $sender: unsigned" \
+           "rejected checkin from $sender: checkin from $sender: bad signature"; do
+    grep -q "$why" "$tmp/auth.err" || fail "not refused with its reason: '$why': $(grep rejected "$tmp/auth.err")"
+done
 grep -q "^round [0-9]*/20 .*drop 1" "$tmp/auth.err" || fail "no round counts the dead client: $(cat "$tmp/auth.err")"
 [ "$(field "$tmp/auth.json" rounds)" = 20 ] || fail "authenticated rounds: $(cat "$tmp/auth.json")"
 [ "$(field "$tmp/auth.json" messages_refused)" -ge 1 ] || fail "refused messages not counted"
