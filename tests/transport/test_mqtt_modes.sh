@@ -3,8 +3,9 @@
 # `edgefl server` and `edgefl client` processes (clients made slow with
 # --delay):
 #  1. asynchronous buffered aggregation (FedBuff): every aggregation takes
-#     exactly buffer-k updates, the run makes the configured number of model
-#     versions and broadcasts each version a task used once;
+#     exactly buffer-k updates, some of them trained on an older model
+#     version (staleness within the bound), the run makes the configured
+#     number of model versions and broadcasts each version a task used once;
 #  2. over-selection: 3 clients selected for 2 updates, one of them slow: every
 #     round closes at the 2 fast updates without waiting for it (late 1);
 #  3. a deadline: 3 updates wanted, one client slow: every round closes at the
@@ -54,6 +55,10 @@ run_job async 6 '"clients": 4, "clients-per-round": 3, "async": true, "buffer-k"
     fail "async aggregations: $(cat "$tmp/async.jsonl")"
 [ "$(field "$tmp/out" updates_received)" = $((12 + $(field "$tmp/out" updates_rejected))) ] ||
     fail "async: received != accepted + rejected: $(cat "$tmp/out")"
+# really asynchronous: some aggregation took an update trained on an older
+# model version (the slow client's; measured: staleness up to 4)
+[ "$(metric "$tmp/async.jsonl" 'max(x["staleness_max"] for x in r) >= 1')" = True ] ||
+    fail "async: no aggregation took a stale update: $(cat "$tmp/async.jsonl")"
 
 # ---- 2. over-selection: the round does not wait for the slow client ----------
 run_job over 3 '"clients": 3, "clients-per-round": 2, "overselect": 1.5, "deadline": 60,
