@@ -31,6 +31,7 @@
 #include <sodium.h>
 
 #include "core/core_internal.h"
+#include "core/strbuf.h"
 #include "edgefl/serve.h"
 #include "serve/serve_internal.h"
 
@@ -54,170 +55,86 @@ struct ef_dashboard {
     uint64_t seq;            /* bumped by every change */
 };
 
-/* ---- growable text buffer ---------------------------------------------- */
-
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} sbuf;
-
-static bool sb_reserve(sbuf *b, size_t extra) {
-    if (b->oom) return false;
-    size_t need;
-    if (!ef__add_size(b->len, extra + 1, &need)) return !(b->oom = true);
-    if (need <= b->cap) return true;
-    size_t cap = b->cap ? b->cap : 1024;
-    while (cap < need)
-        if (!ef__mul_size(cap, 2, &cap)) return !(b->oom = true);
-    char *p = ef_realloc(b->p, cap);
-    if (!p) return !(b->oom = true);
-    b->p = p;
-    b->cap = cap;
-    return true;
-}
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-    if (!sb_reserve(b, n)) return;
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_puts(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-static void sb_printf(sbuf *b, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        b->oom = true;
-        return;
-    }
-    if (!sb_reserve(b, (size_t)n)) return;
-    va_start(ap, fmt);
-    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
-
 /* ---- text and numbers ---------------------------------------------------- */
-
-/* Length of the valid UTF-8 sequence at s (at most `left` bytes), 0 if the
- * bytes there are not one (overlong forms, surrogates and code points above
- * U+10FFFF included). */
-static size_t utf8_seq(const unsigned char *s, size_t left) {
-    unsigned c = s[0];
-    size_t len;
-    unsigned cp, min;
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) len = 2, cp = c & 0x1F, min = 0x80;
-    else if (c >= 0xE0 && c <= 0xEF) len = 3, cp = c & 0x0F, min = 0x800;
-    else if (c >= 0xF0 && c <= 0xF4) len = 4, cp = c & 0x07, min = 0x10000;
-    else return 0;
-    if (left < len) return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = (cp << 6) | (s[i] & 0x3F);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-    return len;
-}
 
 /* Appends s[0..n) as the inside of a JSON string: quotes, backslashes and
  * control bytes escaped, invalid UTF-8 replaced by U+FFFD. */
-static void sb_json_text(sbuf *b, const char *s, size_t n) {
+static void sb_json_text(ef__sb *b, const char *s, size_t n) {
     const unsigned char *p = (const unsigned char *)s;
     size_t i = 0;
     while (i < n) {
         unsigned char c = p[i];
         if (c == '"' || c == '\\') {
             char e[2] = {'\\', (char)c};
-            sb_put(b, e, 2);
+            ef__sb_put(b, e, 2);
             i++;
         } else if (c < 0x20) {
-            if (c == '\n') sb_puts(b, "\\n");
-            else if (c == '\t') sb_puts(b, "\\t");
-            else if (c == '\r') sb_puts(b, "\\r");
-            else sb_printf(b, "\\u%04x", c);
+            if (c == '\n') ef__sb_puts(b, "\\n");
+            else if (c == '\t') ef__sb_puts(b, "\\t");
+            else if (c == '\r') ef__sb_puts(b, "\\r");
+            else ef__sb_printf(b, "\\u%04x", c);
             i++;
         } else {
-            size_t len = utf8_seq(p + i, n - i);
+            size_t len = ef__utf8_seq(p + i, n - i);
             if (len == 0) {
-                sb_puts(b, "\\ufffd");
+                ef__sb_puts(b, "\\ufffd");
                 i++;
             } else {
-                sb_put(b, s + i, len);
+                ef__sb_put(b, s + i, len);
                 i += len;
             }
         }
     }
 }
 
-static void sb_json_str(sbuf *b, const char *s, size_t n) {
-    sb_put(b, "\"", 1);
+static void sb_json_str(ef__sb *b, const char *s, size_t n) {
+    ef__sb_put(b, "\"", 1);
     sb_json_text(b, s, n);
-    sb_put(b, "\"", 1);
+    ef__sb_put(b, "\"", 1);
 }
 
 /* A Prometheus label value: backslash, double quote and newline escaped,
  * invalid UTF-8 replaced by U+FFFD (label values must be UTF-8). */
-static void sb_label_value(sbuf *b, const char *s) {
+static void sb_label_value(ef__sb *b, const char *s) {
     const unsigned char *p = (const unsigned char *)s;
     size_t n = strlen(s), i = 0;
     while (i < n) {
         unsigned char c = p[i];
-        if (c == '\\') sb_puts(b, "\\\\"), i++;
-        else if (c == '"') sb_puts(b, "\\\""), i++;
-        else if (c == '\n') sb_puts(b, "\\n"), i++;
+        if (c == '\\') ef__sb_puts(b, "\\\\"), i++;
+        else if (c == '"') ef__sb_puts(b, "\\\""), i++;
+        else if (c == '\n') ef__sb_puts(b, "\\n"), i++;
         else {
-            size_t len = utf8_seq(p + i, n - i);
+            size_t len = ef__utf8_seq(p + i, n - i);
             if (len == 0) {
-                sb_puts(b, "\xEF\xBF\xBD");
+                ef__sb_puts(b, "\xEF\xBF\xBD");
                 i++;
             } else {
-                sb_put(b, s + i, len);
+                ef__sb_put(b, s + i, len);
                 i += len;
             }
         }
     }
 }
 
-/* Shortest of %.15g/%.16g/%.17g that reads back as the same double (the
- * caller has the "C" numeric locale in effect). */
-static void fmt_exact(char out[40], double v) {
-    for (int prec = 15; prec <= 17; prec++) {
-        snprintf(out, 40, "%.*g", prec, v);
-        if (strtod(out, NULL) == v) return;
-    }
-}
-
 /* A JSON number, or null when not finite (JSON has no NaN). */
-static void sb_json_num(sbuf *b, double v) {
+static void sb_json_num(ef__sb *b, double v) {
     if (!isfinite(v)) {
-        sb_puts(b, "null");
+        ef__sb_puts(b, "null");
         return;
     }
     char num[40];
-    fmt_exact(num, v);
-    sb_puts(b, num);
+    ef__fmt_exact(num, sizeof num, v);
+    ef__sb_puts(b, num);
 }
 
 /* A Prometheus sample value: Go's ParseFloat spellings of the non-finite. */
-static void sb_prom_num(sbuf *b, double v) {
-    if (isnan(v)) sb_puts(b, "NaN");
-    else if (isinf(v)) sb_puts(b, v > 0 ? "+Inf" : "-Inf");
+static void sb_prom_num(ef__sb *b, double v) {
+    if (isnan(v)) ef__sb_puts(b, "NaN");
+    else if (isinf(v)) ef__sb_puts(b, v > 0 ? "+Inf" : "-Inf");
     else {
         char num[40];
-        fmt_exact(num, v);
-        sb_puts(b, num);
+        ef__fmt_exact(num, sizeof num, v);
+        ef__sb_puts(b, num);
     }
 }
 
@@ -341,21 +258,21 @@ done:
 
 /* ---- JSON ------------------------------------------------------------------ */
 
-static void j_u64(sbuf *b, const char *key, uint64_t v, bool comma) {
-    sb_printf(b, "%s\"%s\":%llu", comma ? "," : "", key, (unsigned long long)v);
+static void j_u64(ef__sb *b, const char *key, uint64_t v, bool comma) {
+    ef__sb_printf(b, "%s\"%s\":%llu", comma ? "," : "", key, (unsigned long long)v);
 }
 
 /* Records omit what was not measured, like the JSON lines of metrics.h. */
-static void j_f64_opt(sbuf *b, const char *key, double v) {
+static void j_f64_opt(ef__sb *b, const char *key, double v) {
     if (!isfinite(v)) return;
-    sb_printf(b, ",\"%s\":", key);
+    ef__sb_printf(b, ",\"%s\":", key);
     sb_json_num(b, v);
 }
 
 /* One record, with the field names and order of ef_round_record_write_json
  * (wall_s included). */
-static void json_record(sbuf *b, const ef_round_record *r) {
-    sb_put(b, "{", 1);
+static void json_record(ef__sb *b, const ef_round_record *r) {
+    ef__sb_put(b, "{", 1);
     j_u64(b, "round", r->round, false);
     j_f64_opt(b, "sim_start", r->sim_start);
     j_f64_opt(b, "sim_end", r->sim_end);
@@ -365,7 +282,7 @@ static void json_record(sbuf *b, const ef_round_record *r) {
     j_u64(b, "dropped", r->dropped, true);
     j_u64(b, "late", r->late, true);
     j_u64(b, "rejected", r->rejected, true);
-    sb_printf(b, ",\"aggregated\":%s", r->aggregated ? "true" : "false");
+    ef__sb_printf(b, ",\"aggregated\":%s", r->aggregated ? "true" : "false");
     j_f64_opt(b, "train_loss", r->train_loss);
     j_f64_opt(b, "test_accuracy", r->test_accuracy);
     j_f64_opt(b, "test_loss", r->test_loss);
@@ -379,25 +296,25 @@ static void json_record(sbuf *b, const ef_round_record *r) {
     j_f64_opt(b, "dp_clip", r->dp_clip);
     j_f64_opt(b, "update_norm_median", r->update_norm_median);
     if (r->note[0]) {
-        sb_puts(b, ",\"note\":");
+        ef__sb_puts(b, ",\"note\":");
         sb_json_str(b, r->note, strnlen(r->note, sizeof r->note));
     }
-    sb_put(b, "}", 1);
+    ef__sb_put(b, "}", 1);
 }
 
 /* Everything of /api/state before the first record: formatted whole under
  * the lock, so the status is one consistent snapshot. Returns the newest
  * round kept (records after it are left out of this response). */
-static uint32_t json_head_locked(const ef_dashboard *d, sbuf *b, uint32_t since) {
+static uint32_t json_head_locked(const ef_dashboard *d, ef__sb *b, uint32_t since) {
     const ef_dashboard_status *s = &d->st;
-    sb_puts(b, "{\"edgefl\":");
+    ef__sb_puts(b, "{\"edgefl\":");
     sb_json_str(b, ef_version(), strlen(ef_version()));
-    sb_puts(b, ",\"instance\":");
+    ef__sb_puts(b, ",\"instance\":");
     sb_json_str(b, d->instance, strlen(d->instance));
     j_u64(b, "seq", d->seq, true);
-    sb_puts(b, ",\"status\":{\"job\":");
+    ef__sb_puts(b, ",\"status\":{\"job\":");
     sb_json_str(b, s->job, strlen(s->job));
-    sb_puts(b, ",\"phase\":");
+    ef__sb_puts(b, ",\"phase\":");
     sb_json_str(b, s->phase, strlen(s->phase));
     j_u64(b, "round", s->round, true);
     j_u64(b, "rounds", s->rounds, true);
@@ -408,23 +325,23 @@ static uint32_t json_head_locked(const ef_dashboard *d, sbuf *b, uint32_t since)
     j_u64(b, "updates_rejected", s->updates_rejected, true);
     j_u64(b, "bytes_up", s->bytes_up, true);
     j_u64(b, "bytes_down", s->bytes_down, true);
-    sb_puts(b, ",\"epsilon\":");
+    ef__sb_puts(b, ",\"epsilon\":");
     sb_json_num(b, s->epsilon);
-    sb_puts(b, ",\"delta\":");
+    ef__sb_puts(b, ",\"delta\":");
     sb_json_num(b, s->delta);
-    sb_puts(b, ",\"uptime_s\":");
+    ef__sb_puts(b, ",\"uptime_s\":");
     sb_json_num(b, uptime_locked(d));
     uint32_t first = d->n ? rec_at(d, 0)->round : 0;
     uint32_t last = d->n ? rec_at(d, d->n - 1)->round : 0;
-    sb_puts(b, "},\"history\":{");
+    ef__sb_puts(b, "},\"history\":{");
     j_u64(b, "kept", d->n, false);
     j_u64(b, "dropped", d->dropped, true);
     j_u64(b, "max", EF_DASHBOARD_MAX_RECORDS, true);
     j_u64(b, "first_round", first, true);
     j_u64(b, "last_round", last, true);
-    sb_puts(b, "}");
+    ef__sb_puts(b, "}");
     j_u64(b, "since", since, true);
-    sb_puts(b, ",\"records\":[");
+    ef__sb_puts(b, ",\"records\":[");
     return last;
 }
 
@@ -432,7 +349,7 @@ static uint32_t json_head_locked(const ef_dashboard *d, sbuf *b, uint32_t since)
  * since..last one at a time, then the closing brackets. */
 typedef struct state_stream {
     ef_dashboard *d;
-    sbuf out;         /* bytes formatted but not yet handed to MHD */
+    ef__sb out;         /* bytes formatted but not yet handed to MHD */
     size_t out_off;
     uint32_t next;    /* the next record to send is the oldest with round >= next */
     uint32_t last;    /* newest round at the time of the request */
@@ -457,11 +374,11 @@ static bool state_stream_fill(state_stream *s, size_t want) {
         uint32_t i = s->next <= s->last ? rec_lower_bound(d, s->next) : d->n;
         const ef_round_record *r = i < d->n ? rec_at(d, i) : NULL;
         if (!r || r->round > s->last) {
-            sb_puts(&s->out, "]}\n");
+            ef__sb_puts(&s->out, "]}\n");
             s->done = true;
             break;
         }
-        if (s->any) sb_puts(&s->out, ",\n");
+        if (s->any) ef__sb_puts(&s->out, ",\n");
         json_record(&s->out, r);
         s->any = true;
         s->next = r->round + 1;
@@ -492,22 +409,22 @@ static ssize_t state_stream_read(void *cls, uint64_t pos, char *buf, size_t max)
 
 /* ---- Prometheus ------------------------------------------------------------ */
 
-static void prom_meta(sbuf *b, const char *name, const char *type, const char *help) {
-    sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+static void prom_meta(ef__sb *b, const char *name, const char *type, const char *help) {
+    ef__sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
 }
 
-static void prom_u64(sbuf *b, const char *name, const char *type, const char *help, uint64_t v) {
+static void prom_u64(ef__sb *b, const char *name, const char *type, const char *help, uint64_t v) {
     prom_meta(b, name, type, help);
-    sb_printf(b, "%s %llu\n", name, (unsigned long long)v);
+    ef__sb_printf(b, "%s %llu\n", name, (unsigned long long)v);
 }
 
 /* A gauge that is left out while it has no value (NaN). */
-static void prom_f64_opt(sbuf *b, const char *name, const char *help, double v) {
+static void prom_f64_opt(ef__sb *b, const char *name, const char *help, double v) {
     if (!isfinite(v)) return;
     prom_meta(b, name, "gauge", help);
-    sb_printf(b, "%s ", name);
+    ef__sb_printf(b, "%s ", name);
     sb_prom_num(b, v);
-    sb_puts(b, "\n");
+    ef__sb_puts(b, "\n");
 }
 
 /* The newest finite value of a record field (evaluations may run every k
@@ -521,17 +438,17 @@ static double latest_locked(const ef_dashboard *d, size_t offset) {
     return NAN;
 }
 
-static void metrics_locked(const ef_dashboard *d, sbuf *b) {
+static void metrics_locked(const ef_dashboard *d, ef__sb *b) {
     const ef_dashboard_status *s = &d->st;
     prom_meta(b, "edgefl_info", "gauge",
               "Facts about the run as labels (job, phase, edgefl version); the value is always 1.");
-    sb_puts(b, "edgefl_info{job=\"");
+    ef__sb_puts(b, "edgefl_info{job=\"");
     sb_label_value(b, s->job);
-    sb_puts(b, "\",phase=\"");
+    ef__sb_puts(b, "\",phase=\"");
     sb_label_value(b, s->phase);
-    sb_puts(b, "\",version=\"");
+    ef__sb_puts(b, "\",version=\"");
     sb_label_value(b, ef_version());
-    sb_puts(b, "\"} 1\n");
+    ef__sb_puts(b, "\"} 1\n");
     prom_u64(b, "edgefl_round", "gauge", "Current round, 1-based (0 before the first).", s->round);
     prom_u64(b, "edgefl_rounds_planned", "gauge", "Total rounds of the run (0 if open-ended).",
              s->rounds);
@@ -559,14 +476,14 @@ static void metrics_locked(const ef_dashboard *d, sbuf *b) {
     prom_u64(b, "edgefl_last_round", "gauge", "Round of the newest round record.", r->round);
     prom_meta(b, "edgefl_last_round_clients", "gauge",
               "Clients of the newest round record by outcome.");
-    sb_printf(b,
-              "edgefl_last_round_clients{outcome=\"selected\"} %u\n"
-              "edgefl_last_round_clients{outcome=\"completed\"} %u\n"
-              "edgefl_last_round_clients{outcome=\"late\"} %u\n"
-              "edgefl_last_round_clients{outcome=\"dropped\"} %u\n"
-              "edgefl_last_round_clients{outcome=\"rejected\"} %u\n",
-              (unsigned)r->selected, (unsigned)r->completed, (unsigned)r->late,
-              (unsigned)r->dropped, (unsigned)r->rejected);
+    ef__sb_printf(b,
+                  "edgefl_last_round_clients{outcome=\"selected\"} %u\n"
+                  "edgefl_last_round_clients{outcome=\"completed\"} %u\n"
+                  "edgefl_last_round_clients{outcome=\"late\"} %u\n"
+                  "edgefl_last_round_clients{outcome=\"dropped\"} %u\n"
+                  "edgefl_last_round_clients{outcome=\"rejected\"} %u\n",
+                  (unsigned)r->selected, (unsigned)r->completed, (unsigned)r->late,
+                  (unsigned)r->dropped, (unsigned)r->rejected);
     prom_f64_opt(b, "edgefl_round_duration_seconds", "Wall-clock seconds of the newest timed round.",
                  latest_locked(d, offsetof(ef_round_record, wall_s)));
     prom_f64_opt(b, "edgefl_train_loss", "Newest mean training loss of the clients.",
@@ -604,7 +521,7 @@ static enum MHD_Result reply_text(struct MHD_Connection *c, unsigned code, const
 }
 
 /* Queues `b` (ownership passes to the response) with status 200. */
-static enum MHD_Result reply_sbuf(struct MHD_Connection *c, sbuf *b, const char *type) {
+static enum MHD_Result reply_sbuf(struct MHD_Connection *c, ef__sb *b, const char *type) {
     if (b->oom) {
         ef_free(b->p);
         return reply_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory\n");
@@ -652,7 +569,7 @@ static enum MHD_Result serve_state(ef_dashboard *d, struct MHD_Connection *c) {
         return reply_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "out of memory\n");
     }
     if (s->last == 0) { /* no records: the whole answer is already formatted */
-        sb_puts(&s->out, "]}\n");
+        ef__sb_puts(&s->out, "]}\n");
         s->done = true;
     }
     struct MHD_Response *r = MHD_create_response_from_callback(
@@ -711,7 +628,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return ret;
     }
     if (strcmp(url, "/metrics") == 0) {
-        sbuf b = {0};
+        ef__sb b = {0};
         locale_t old = uselocale(d->c_locale);
         pthread_mutex_lock(&d->mu);
         metrics_locked(d, &b);
@@ -831,17 +748,17 @@ static ef_status build_page(ef_dashboard *d) {
     const char *at_style = strstr(html, m_style);
     const char *at_script = at_style ? strstr(at_style, m_script) : NULL;
     if (!at_script) return ef__fail(EF_ERR_INTERNAL, "dashboard: the page lacks its markers");
-    sbuf b = {0};
-    sb_put(&b, html, (size_t)(at_style - html));
-    sb_puts(&b, "<style>");
-    sb_puts(&b, css);
-    sb_puts(&b, "</style>");
+    ef__sb b = {0};
+    ef__sb_put(&b, html, (size_t)(at_style - html));
+    ef__sb_puts(&b, "<style>");
+    ef__sb_puts(&b, css);
+    ef__sb_puts(&b, "</style>");
     at_style += sizeof m_style - 1;
-    sb_put(&b, at_style, (size_t)(at_script - at_style));
-    sb_puts(&b, "<script>");
-    sb_puts(&b, js);
-    sb_puts(&b, "</script>");
-    sb_puts(&b, at_script + sizeof m_script - 1);
+    ef__sb_put(&b, at_style, (size_t)(at_script - at_style));
+    ef__sb_puts(&b, "<script>");
+    ef__sb_puts(&b, js);
+    ef__sb_puts(&b, "</script>");
+    ef__sb_puts(&b, at_script + sizeof m_script - 1);
     if (b.oom) {
         ef_free(b.p);
         return ef__fail(EF_ERR_NOMEM, "dashboard: out of memory for the page");

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "core/core_internal.h"
+#include "core/strbuf.h"
 #include "edgefl/io.h"
 #include "edgefl/metrics.h"
 
@@ -71,20 +72,11 @@ static void j_u64(jline *j, const char *key, uint64_t v) {
                                (unsigned long long)v);
 }
 
-/* Shortest of %.15g/%.16g/%.17g that reads back as the same double: exact
- * like plain %.17g, but 0.9 stays "0.9" instead of "0.90000000000000002". */
-static void fmt_exact(char *out, size_t cap, double v) {
-    for (int prec = 15; prec <= 17; prec++) {
-        snprintf(out, cap, "%.*g", prec, v);
-        if (strtod(out, NULL) == v) return;
-    }
-}
-
 /* Non-finite values have no JSON spelling and mean "not measured": omitted. */
 static void j_f64(jline *j, const char *key, double v) {
     if (!isfinite(v)) return;
     char num[40];
-    fmt_exact(num, sizeof num, v);
+    ef__fmt_exact(num, sizeof num, v);
     j_key(j, key);
     j->len += (size_t)snprintf(j->buf + j->len, sizeof j->buf - j->len, "%s", num);
 }
@@ -142,99 +134,12 @@ ef_status ef_round_record_write_json(FILE *f, const ef_round_record *r, int with
     return EF_OK;
 }
 
-/* ---- growable text buffer ---------------------------------------------- */
-
-typedef struct sbuf {
-    char *p;
-    size_t len, cap;
-    int oom; /* an append failed: the content is incomplete */
-} sbuf;
-
-static int sb_reserve(sbuf *b, size_t extra) {
-    if (b->oom) return 0;
-    size_t need;
-    if (!ef__add_size(b->len, extra + 1, &need)) {
-        b->oom = 1;
-        return 0;
-    }
-    if (need <= b->cap) return 1;
-    size_t cap = b->cap ? b->cap : 4096;
-    while (cap < need) {
-        if (!ef__mul_size(cap, 2, &cap)) {
-            b->oom = 1;
-            return 0;
-        }
-    }
-    char *p = ef_realloc(b->p, cap);
-    if (!p) {
-        b->oom = 1;
-        return 0;
-    }
-    b->p = p;
-    b->cap = cap;
-    return 1;
-}
-
-static void sb_put(sbuf *b, const char *s, size_t n) {
-    if (!sb_reserve(b, n)) return;
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_puts(sbuf *b, const char *s) { sb_put(b, s, strlen(s)); }
-
-static void sb_printf(sbuf *b, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
-
-static void sb_printf(sbuf *b, const char *fmt, ...) {
-    char small[512];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(small, sizeof small, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        b->oom = 1;
-        return;
-    }
-    if ((size_t)n < sizeof small) {
-        sb_put(b, small, (size_t)n);
-        return;
-    }
-    if (!sb_reserve(b, (size_t)n)) return;
-    va_start(ap, fmt);
-    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->len += (size_t)n;
-}
-
-/* Length in bytes of the valid UTF-8 sequence at s (at most n bytes), or 0. */
-static size_t utf8_seq(const unsigned char *s, size_t n) {
-    unsigned c = s[0];
-    size_t len;
-    unsigned min;
-    if (c < 0x80) return 1;
-    if (c >= 0xC2 && c <= 0xDF) len = 2, min = 0x80;
-    else if (c >= 0xE0 && c <= 0xEF) len = 3, min = 0x800;
-    else if (c >= 0xF0 && c <= 0xF4) len = 4, min = 0x10000;
-    else return 0;
-    if (len > n) return 0;
-    unsigned cp = c & (0x3Fu >> (len - 1));
-    for (size_t i = 1; i < len; i++) {
-        if ((s[i] & 0xC0) != 0x80) return 0;
-        cp = (cp << 6) | (s[i] & 0x3Fu);
-    }
-    if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-    return len;
-}
+/* ---- text escaping ------------------------------------------------------ */
 
 /* Appends n bytes of s as HTML/XML text: markup characters become entities,
  * invalid UTF-8 and control characters (illegal in XML) become U+FFFD, so
  * user text can neither break out of an element nor make the SVG invalid. */
-static void sb_esc_n(sbuf *b, const char *s, size_t n) {
+static void sb_esc_n(ef__sb *b, const char *s, size_t n) {
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0;
     while (i < n) {
@@ -249,27 +154,27 @@ static void sb_esc_n(sbuf *b, const char *s, size_t n) {
         default: break;
         }
         if (ent) {
-            sb_puts(b, ent);
+            ef__sb_puts(b, ent);
             i++;
             continue;
         }
         if ((c < 0x20 && c != '\n' && c != '\t') || c == 0x7F) {
-            sb_puts(b, "&#65533;");
+            ef__sb_puts(b, "&#65533;");
             i++;
             continue;
         }
-        size_t k = utf8_seq(u + i, n - i);
+        size_t k = ef__utf8_seq(u + i, n - i);
         if (k == 0) {
-            sb_puts(b, "&#65533;");
+            ef__sb_puts(b, "&#65533;");
             i++;
             continue;
         }
-        sb_put(b, s + i, k);
+        ef__sb_put(b, s + i, k);
         i += k;
     }
 }
 
-static void sb_esc(sbuf *b, const char *s) { sb_esc_n(b, s, strlen(s)); }
+static void sb_esc(ef__sb *b, const char *s) { sb_esc_n(b, s, strlen(s)); }
 
 /* ---- configuration pretty-printer -------------------------------------- */
 
@@ -311,9 +216,9 @@ static size_t json_flat_end(const char *s, size_t n, size_t i, size_t budget) {
     return 0;
 }
 
-static void json_indent(sbuf *b, int depth) {
-    sb_puts(b, "\n");
-    for (int d = 0; d < depth && d < 32; d++) sb_puts(b, "  ");
+static void json_indent(ef__sb *b, int depth) {
+    ef__sb_puts(b, "\n");
+    for (int d = 0; d < depth && d < 32; d++) ef__sb_puts(b, "  ");
 }
 
 /*
@@ -321,7 +226,7 @@ static void json_indent(sbuf *b, int depth) {
  * escaped. The tokens are copied verbatim, so numbers and strings show
  * exactly as given; text that is not valid JSON still comes out readable.
  */
-static void sb_json_pretty(sbuf *b, const char *s) {
+static void sb_json_pretty(ef__sb *b, const char *s) {
     size_t n = strlen(s);
     int depth = 0;
     size_t flat_until = 0; /* inside a one-line container up to this index */
@@ -345,9 +250,9 @@ static void sb_json_pretty(sbuf *b, const char *s) {
             continue;
         }
         if (i < flat_until) {
-            if (c == ',') sb_puts(b, ", ");
-            else if (c == ':') sb_puts(b, ": ");
-            else sb_put(b, s + i, 1);
+            if (c == ',') ef__sb_puts(b, ", ");
+            else if (c == ':') ef__sb_puts(b, ": ");
+            else ef__sb_put(b, s + i, 1);
             i++;
             continue;
         }
@@ -355,7 +260,7 @@ static void sb_json_pretty(sbuf *b, const char *s) {
         case '{':
         case '[': {
             size_t e = json_flat_end(s, n, i, 64);
-            sb_put(b, s + i, 1);
+            ef__sb_put(b, s + i, 1);
             if (e) {
                 flat_until = e;
             } else {
@@ -368,15 +273,15 @@ static void sb_json_pretty(sbuf *b, const char *s) {
         case ']':
             if (depth > 0) depth--;
             json_indent(b, depth);
-            sb_put(b, s + i, 1);
+            ef__sb_put(b, s + i, 1);
             break;
         case ',':
-            sb_puts(b, ",");
+            ef__sb_puts(b, ",");
             json_indent(b, depth);
             break;
-        default: sb_puts(b, ": "); break; /* ':' */
-        }
-        i++;
+        default: ef__sb_puts(b, ": "); break; /* ':' */
+            }
+            i++;
     }
 }
 
@@ -570,22 +475,22 @@ static const char *dash_attr(int dash) {
     }
 }
 
-static void svg_marker(sbuf *b, int shape, double x, double y, const char *color) {
+static void svg_marker(ef__sb *b, int shape, double x, double y, const char *color) {
     switch (shape) {
     case MK_CIRCLE:
-        sb_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>", x, y, color);
+        ef__sb_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"3\" fill=\"%s\"/>", x, y, color);
         break;
     case MK_SQUARE:
-        sb_printf(b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"5.6\" height=\"5.6\" fill=\"%s\"/>",
-                  x - 2.8, y - 2.8, color);
+        ef__sb_printf(b, "<rect x=\"%.1f\" y=\"%.1f\" width=\"5.6\" height=\"5.6\" fill=\"%s\"/>",
+                      x - 2.8, y - 2.8, color);
         break;
     case MK_TRIANGLE:
-        sb_printf(b, "<path d=\"M%.1f %.1fL%.1f %.1fL%.1f %.1fZ\" fill=\"%s\"/>", x, y - 3.6,
-                  x + 3.4, y + 2.4, x - 3.4, y + 2.4, color);
+        ef__sb_printf(b, "<path d=\"M%.1f %.1fL%.1f %.1fL%.1f %.1fZ\" fill=\"%s\"/>", x, y - 3.6,
+                      x + 3.4, y + 2.4, x - 3.4, y + 2.4, color);
         break;
     case MK_DIAMOND:
-        sb_printf(b, "<path d=\"M%.1f %.1fL%.1f %.1fL%.1f %.1fL%.1f %.1fZ\" fill=\"%s\"/>", x,
-                  y - 3.8, x + 3.8, y, x, y + 3.8, x - 3.8, y, color);
+        ef__sb_printf(b, "<path d=\"M%.1f %.1fL%.1f %.1fL%.1f %.1fL%.1f %.1fZ\" fill=\"%s\"/>", x,
+                      y - 3.8, x + 3.8, y, x, y + 3.8, x - 3.8, y, color);
         break;
     default: break;
     }
@@ -602,29 +507,29 @@ typedef struct legend_item {
 
 /* Opens the chart: svg element, title, optional subtitle, legend rows.
  * Returns the y coordinate where the plot area may start. */
-static double chart_begin(sbuf *b, const char *title, const char *subtitle,
+static double chart_begin(ef__sb *b, const char *title, const char *subtitle,
                           const legend_item *items, int n_items) {
-    sb_printf(b,
-              "<figure><svg viewBox=\"0 0 %.0f %.0f\" width=\"%.0f\" height=\"%.0f\" "
-              "role=\"img\" aria-label=\"",
-              CW, CH, CW, CH);
+    ef__sb_printf(b,
+                  "<figure><svg viewBox=\"0 0 %.0f %.0f\" width=\"%.0f\" height=\"%.0f\" "
+                  "role=\"img\" aria-label=\"",
+                  CW, CH, CW, CH);
     sb_esc(b, title);
-    sb_printf(b,
-              "\" font-family=\"system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', "
-              "Arial, sans-serif\" font-size=\"%.0f\" fill=\"%s\">",
-              FONT_PX, C_TEXT);
-    sb_puts(b, "<title>");
+    ef__sb_printf(b,
+                  "\" font-family=\"system-ui, -apple-system, 'Segoe UI', Roboto, 'Helvetica Neue', "
+                  "Arial, sans-serif\" font-size=\"%.0f\" fill=\"%s\">",
+                  FONT_PX, C_TEXT);
+    ef__sb_puts(b, "<title>");
     sb_esc(b, title);
-    sb_puts(b, "</title>");
-    sb_printf(b, "<text x=\"14\" y=\"22\" font-size=\"15\" font-weight=\"600\">");
+    ef__sb_puts(b, "</title>");
+    ef__sb_printf(b, "<text x=\"14\" y=\"22\" font-size=\"15\" font-weight=\"600\">");
     sb_esc(b, title);
-    sb_puts(b, "</text>");
+    ef__sb_puts(b, "</text>");
     double y = 22;
     if (subtitle && *subtitle) {
         y += 17;
-        sb_printf(b, "<text x=\"14\" y=\"%.0f\" fill=\"%s\">", y, C_MUTED);
-        sb_puts(b, subtitle); /* built from numbers and fixed text; already markup-safe */
-        sb_puts(b, "</text>");
+        ef__sb_printf(b, "<text x=\"14\" y=\"%.0f\" fill=\"%s\">", y, C_MUTED);
+        ef__sb_puts(b, subtitle); /* built from numbers and fixed text; already markup-safe */
+            ef__sb_puts(b, "</text>");
     }
     if (n_items > 0) {
         y += 19;
@@ -637,35 +542,36 @@ static double chart_begin(sbuf *b, const char *title, const char *subtitle,
                 y += 17;
             }
             if (it->muted) {
-                sb_printf(b, "<text x=\"%.1f\" y=\"%.0f\" fill=\"%s\" font-style=\"italic\">", x,
-                          y, C_MUTED);
+                ef__sb_printf(b,
+                              "<text x=\"%.1f\" y=\"%.0f\" fill=\"%s\" font-style=\"italic\">", x,
+                              y, C_MUTED);
             } else {
                 if (it->box)
-                    sb_printf(b,
-                              "<rect x=\"%.1f\" y=\"%.1f\" width=\"11\" height=\"11\" rx=\"2\" "
-                              "fill=\"%s\"/>",
-                              x + 6, y - 9.5, it->color);
+                    ef__sb_printf(b,
+                                  "<rect x=\"%.1f\" y=\"%.1f\" width=\"11\" height=\"11\" rx=\"2\" "
+                                  "fill=\"%s\"/>",
+                                  x + 6, y - 9.5, it->color);
                 else {
-                    sb_printf(b,
-                              "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
-                              "stroke-width=\"2\"%s/>",
-                              x, y - 4, x + 24, y - 4, it->color, dash_attr(it->dash));
+                    ef__sb_printf(b,
+                                  "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\" "
+                                  "stroke-width=\"2\"%s/>",
+                                  x, y - 4, x + 24, y - 4, it->color, dash_attr(it->dash));
                     svg_marker(b, it->shape, x + 12, y - 4, it->color);
                 }
-                sb_printf(b, "<text x=\"%.1f\" y=\"%.0f\">", x + 30, y);
+                ef__sb_printf(b, "<text x=\"%.1f\" y=\"%.0f\">", x + 30, y);
             }
             sb_esc(b, it->name);
-            sb_puts(b, "</text>");
+            ef__sb_puts(b, "</text>");
             x += w;
         }
     }
     return y + 16;
 }
 
-static void chart_end(sbuf *b) { sb_puts(b, "</svg></figure>\n"); }
+static void chart_end(ef__sb *b) { ef__sb_puts(b, "</svg></figure>\n"); }
 
-/* Plot area and axes of one chart. */
-typedef struct frame {
+    /* Plot area and axes of one chart. */
+    typedef struct frame {
     double x0, x1, y0, y1; /* left, right, top, bottom in SVG units */
     axis ax, ay;
     int show_x, show_y; /* ticks and labels (not for an axis without data) */
@@ -711,69 +617,69 @@ static void frame_layout(frame *fr, double top, int show_x, int show_y) {
     frame_fit_x(fr);
 }
 
-static void frame_draw(sbuf *b, const frame *fr, const char *xlabel, const char *ylabel) {
+static void frame_draw(ef__sb *b, const frame *fr, const char *xlabel, const char *ylabel) {
     char lab[64];
     /* gridlines first, under everything */
-    sb_printf(b, "<g stroke=\"%s\" stroke-width=\"1\">", C_GRID);
+    ef__sb_printf(b, "<g stroke=\"%s\" stroke-width=\"1\">", C_GRID);
     if (fr->show_y)
         for (int i = 0; i < fr->ay.nt; i++) {
             double y = fy(fr, axis_tick(&fr->ay, i));
-            sb_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>", fr->x0, y,
-                      fr->x1, y);
+            ef__sb_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>", fr->x0, y,
+                          fr->x1, y);
         }
     for (int i = 0; fr->show_x && i < fr->ax.nt; i++) {
         double x = fx(fr, axis_tick(&fr->ax, i));
-        sb_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>", x, fr->y0, x,
-                  fr->y1);
+        ef__sb_printf(b, "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\"/>", x, fr->y0, x,
+                      fr->y1);
     }
-    sb_puts(b, "</g>");
+    ef__sb_puts(b, "</g>");
     /* axes */
-    sb_printf(b,
-              "<path d=\"M%.1f %.1fV%.1fH%.1f\" fill=\"none\" stroke=\"%s\" stroke-width=\"1\"/>",
-              fr->x0, fr->y0, fr->y1, fr->x1, C_AXIS);
+    ef__sb_printf(b,
+                  "<path d=\"M%.1f %.1fV%.1fH%.1f\" fill=\"none\" stroke=\"%s\" stroke-width=\"1\"/>",
+                  fr->x0, fr->y0, fr->y1, fr->x1, C_AXIS);
     /* tick marks and labels */
-    sb_printf(b, "<g fill=\"%s\" text-anchor=\"middle\">", C_MUTED);
+    ef__sb_printf(b, "<g fill=\"%s\" text-anchor=\"middle\">", C_MUTED);
     for (int i = 0; fr->show_x && i < fr->ax.nt; i++) {
         double t = axis_tick(&fr->ax, i), x = fx(fr, t);
         axis_label(&fr->ax, t, lab, sizeof lab);
-        sb_printf(b,
-                  "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>"
-                  "<text x=\"%.1f\" y=\"%.1f\">%s</text>",
-                  x, fr->y1, x, fr->y1 + 4, C_AXIS, x, fr->y1 + 17, lab);
+        ef__sb_printf(b,
+                      "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>"
+                      "<text x=\"%.1f\" y=\"%.1f\">%s</text>",
+                      x, fr->y1, x, fr->y1 + 4, C_AXIS, x, fr->y1 + 17, lab);
     }
-    sb_puts(b, "</g>");
+    ef__sb_puts(b, "</g>");
     if (fr->show_y) {
-        sb_printf(b, "<g fill=\"%s\" text-anchor=\"end\">", C_MUTED);
+        ef__sb_printf(b, "<g fill=\"%s\" text-anchor=\"end\">", C_MUTED);
         for (int i = 0; i < fr->ay.nt; i++) {
             double t = axis_tick(&fr->ay, i), y = fy(fr, t);
             axis_label(&fr->ay, t, lab, sizeof lab);
-            sb_printf(b,
-                      "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>"
-                      "<text x=\"%.1f\" y=\"%.1f\">%s</text>",
-                      fr->x0 - 4, y, fr->x0, y, C_AXIS, fr->x0 - 7, y + 3.8, lab);
+            ef__sb_printf(b,
+                          "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"%s\"/>"
+                          "<text x=\"%.1f\" y=\"%.1f\">%s</text>",
+                          fr->x0 - 4, y, fr->x0, y, C_AXIS, fr->x0 - 7, y + 3.8, lab);
         }
-        sb_puts(b, "</g>");
+        ef__sb_puts(b, "</g>");
     }
     /* axis titles */
-    sb_printf(b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"13\">",
-              (fr->x0 + fr->x1) / 2, CH - 12);
+    ef__sb_printf(b, "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"13\">",
+                  (fr->x0 + fr->x1) / 2, CH - 12);
     sb_esc(b, xlabel);
-    sb_puts(b, "</text>");
-    sb_printf(b,
-              "<text transform=\"translate(16 %.1f) rotate(-90)\" text-anchor=\"middle\" "
-              "font-size=\"13\">",
-              (fr->y0 + fr->y1) / 2);
+    ef__sb_puts(b, "</text>");
+    ef__sb_printf(b,
+                  "<text transform=\"translate(16 %.1f) rotate(-90)\" text-anchor=\"middle\" "
+                  "font-size=\"13\">",
+                  (fr->y0 + fr->y1) / 2);
     sb_esc(b, ylabel);
-    sb_puts(b, "</text>");
+    ef__sb_puts(b, "</text>");
 }
 
-static void frame_not_measured(sbuf *b, const frame *fr, const char *what) {
-    sb_printf(b,
-              "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"13\" "
-              "font-style=\"italic\" fill=\"%s\">",
-              (fr->x0 + fr->x1) / 2, (fr->y0 + fr->y1) / 2, C_MUTED);
+static void frame_not_measured(ef__sb *b, const frame *fr, const char *what) {
+    ef__sb_printf(b,
+                  "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\" font-size=\"13\" "
+                  "font-style=\"italic\" fill=\"%s\">",
+                  (fr->x0 + fr->x1) / 2, (fr->y0 + fr->y1) / 2, C_MUTED);
     sb_esc(b, what);
-    sb_puts(b, "</text>");
+    ef__sb_puts(b, "</text>");
 }
 
 /* One data series of a line chart; NaN or infinite values are not measured
@@ -803,7 +709,7 @@ static size_t series_points(const line_chart *c, const series_def *s) {
     return npts;
 }
 
-static void draw_series(sbuf *b, const frame *fr, const line_chart *c, const series_def *s) {
+static void draw_series(ef__sb *b, const frame *fr, const line_chart *c, const series_def *s) {
     size_t npts = series_points(c, s);
     int markers = npts <= MAX_MARKERS;
     /* dense series: thinner lines so neighbouring points stay apart */
@@ -813,20 +719,20 @@ static void draw_series(sbuf *b, const frame *fr, const line_chart *c, const ser
     if (npts == 1 && !markers) {
         for (size_t k = 0; k < c->n; k++)
             if (pt_ok(c->x[k], s->y[k]))
-                sb_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.2\" fill=\"%s\"/>",
-                          fx(fr, c->x[k]), fy(fr, s->y[k]), s->color);
+                ef__sb_printf(b, "<circle cx=\"%.1f\" cy=\"%.1f\" r=\"2.2\" fill=\"%s\"/>",
+                              fx(fr, c->x[k]), fy(fr, s->y[k]), s->color);
     } else if (npts > 1) {
-        sb_printf(b,
-                  "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%.1f\" "
-                  "stroke-linejoin=\"round\"%s points=\"",
-                  s->color, width, dash_attr(s->dash));
+        ef__sb_printf(b,
+                      "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"%.1f\" "
+                      "stroke-linejoin=\"round\"%s points=\"",
+                      s->color, width, dash_attr(s->dash));
         int first = 1;
         for (size_t k = 0; k < c->n; k++) {
             if (!pt_ok(c->x[k], s->y[k])) continue;
-            sb_printf(b, "%s%.1f,%.1f", first ? "" : " ", fx(fr, c->x[k]), fy(fr, s->y[k]));
+            ef__sb_printf(b, "%s%.1f,%.1f", first ? "" : " ", fx(fr, c->x[k]), fy(fr, s->y[k]));
             first = 0;
         }
-        sb_puts(b, "\"/>");
+        ef__sb_puts(b, "\"/>");
     }
     if (markers)
         for (size_t k = 0; k < c->n; k++)
@@ -836,7 +742,7 @@ static void draw_series(sbuf *b, const frame *fr, const line_chart *c, const ser
 
 #define MAX_SERIES 4
 
-static void line_chart_draw(sbuf *b, const line_chart *c) {
+static void line_chart_draw(ef__sb *b, const line_chart *c) {
     double xmn = INFINITY, xmx = -INFINITY, ymn = INFINITY, ymx = -INFINITY;
     int has[MAX_SERIES] = {0}, any = 0;
     for (size_t i = 0; i < c->n; i++) {
@@ -967,7 +873,7 @@ static ef_status report_data_init(report_data *d, const ef_round_record *r, size
 
 /* ---- the charts of the report ----------------------------------------- */
 
-static void chart_accuracy_rounds(sbuf *b, const report_data *d) {
+static void chart_accuracy_rounds(ef__sb *b, const report_data *d) {
     series_def s[2] = {{"Test accuracy (centralized)", d->acc, C_BLUE, DASH_NONE, MK_CIRCLE},
                        {"Federated accuracy (clients)", d->fed_acc, C_ORANGE, DASH_DASHED,
                         MK_SQUARE}};
@@ -980,7 +886,7 @@ static void chart_accuracy_rounds(sbuf *b, const report_data *d) {
     line_chart_draw(b, &c);
 }
 
-static void chart_loss_rounds(sbuf *b, const report_data *d) {
+static void chart_loss_rounds(ef__sb *b, const report_data *d) {
     series_def s[3] = {{"Test loss", d->test_loss, C_BLUE, DASH_NONE, MK_CIRCLE},
                        {"Training loss", d->train_loss, C_VERM, DASH_DASHED, MK_SQUARE},
                        {"Federated loss", d->fed_loss, C_ORANGE, DASH_DOTTED, MK_TRIANGLE}};
@@ -989,7 +895,7 @@ static void chart_loss_rounds(sbuf *b, const report_data *d) {
     line_chart_draw(b, &c);
 }
 
-static void chart_accuracy_time(sbuf *b, const report_data *d) {
+static void chart_accuracy_time(ef__sb *b, const report_data *d) {
     series_def s[2] = {{"Test accuracy (centralized)", d->acc, C_BLUE, DASH_NONE, MK_CIRCLE},
                        {"Federated accuracy (clients)", d->fed_acc, C_ORANGE, DASH_DASHED,
                         MK_SQUARE}};
@@ -1000,7 +906,7 @@ static void chart_accuracy_time(sbuf *b, const report_data *d) {
     line_chart_draw(b, &c);
 }
 
-static void chart_bytes(sbuf *b, const report_data *d) {
+static void chart_bytes(ef__sb *b, const report_data *d) {
     series_def s[2] = {{"Up (clients \xe2\x86\x92 server)", d->up, C_BLUE, DASH_NONE, MK_CIRCLE},
                        {"Down (server \xe2\x86\x92 clients)", d->down, C_ORANGE, DASH_DASHED,
                         MK_SQUARE}};
@@ -1015,14 +921,14 @@ static void chart_bytes(sbuf *b, const report_data *d) {
     line_chart_draw(b, &c);
 }
 
-static void chart_epsilon(sbuf *b, const report_data *d) {
+static void chart_epsilon(ef__sb *b, const report_data *d) {
     series_def s[1] = {{"Privacy budget spent", d->eps, C_PURPLE, DASH_NONE, MK_DIAMOND}};
     line_chart c = {"Differential privacy: \xce\xb5 spent", NULL, "Round", "\xce\xb5 (cumulative)",
                     d->round, d->n, s, 1, AX_INT, AX_ZERO, NAN};
     line_chart_draw(b, &c);
 }
 
-static void chart_staleness(sbuf *b, const report_data *d) {
+static void chart_staleness(ef__sb *b, const report_data *d) {
     series_def s[2] = {{"Mean staleness", d->st_mean, C_GREEN, DASH_NONE, MK_CIRCLE},
                        {"Max staleness", d->st_max, C_VERM, DASH_DASHED, MK_SQUARE}};
     line_chart c = {"Update staleness", NULL, "Round", "Model versions behind", d->round, d->n, s,
@@ -1032,7 +938,7 @@ static void chart_staleness(sbuf *b, const report_data *d) {
 
 /* Stacked bars of what became of the selected clients, per round (or the
  * mean per round over groups of rounds when there are too many to see). */
-static ef_status chart_participation(sbuf *b, const report_data *d, const ef_round_record *r) {
+static ef_status chart_participation(ef__sb *b, const report_data *d, const ef_round_record *r) {
     size_t n = d->n, k = (n + MAX_BARS - 1) / MAX_BARS, ng = (n + k - 1) / k;
     enum { CAT = 5 };
     double *v = ef_calloc(ng * CAT + ng, sizeof(double));
@@ -1089,9 +995,9 @@ static ef_status chart_participation(sbuf *b, const report_data *d, const ef_rou
             double h = v[g * CAT + c];
             if (h <= 0) continue;
             double ya = fy(&fr, base), yb = fy(&fr, base + h);
-            sb_printf(b,
-                      "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"%s\"/>",
-                      cx - bw / 2, yb, bw, ya - yb, colors[c]);
+            ef__sb_printf(b,
+                          "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"%s\"/>",
+                          cx - bw / 2, yb, bw, ya - yb, colors[c]);
             base += h;
         }
     }
@@ -1115,7 +1021,7 @@ static double quantile(const double *s, size_t m, double q) {
 
 /* Histogram of round durations with bins on nice boundaries (Sturges'
  * bin count, 5..30), and p50 / p90 / max in the subtitle. */
-static ef_status chart_durations(sbuf *b, const report_data *d) {
+static ef_status chart_durations(ef__sb *b, const report_data *d) {
     size_t m = 0;
     double *s = ef_malloc((d->n ? d->n : 1) * sizeof(double));
     if (!s) return EF_ERR_NOMEM;
@@ -1182,10 +1088,10 @@ static ef_status chart_durations(sbuf *b, const report_data *d) {
         if (!cnt[i]) continue;
         double xa = fx(&fr, lo + step * (double)i), xb = fx(&fr, lo + step * (double)(i + 1));
         double ya = fy(&fr, (double)cnt[i]);
-        sb_printf(b,
-                  "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"%s\" "
-                  "fill-opacity=\"0.85\" stroke=\"#ffffff\" stroke-width=\"1\"/>",
-                  xa, ya, xb - xa, fr.y1 - ya, C_BLUE);
+        ef__sb_printf(b,
+                      "<rect x=\"%.2f\" y=\"%.2f\" width=\"%.2f\" height=\"%.2f\" fill=\"%s\" "
+                      "fill-opacity=\"0.85\" stroke=\"#ffffff\" stroke-width=\"1\"/>",
+                      xa, ya, xb - xa, fr.y1 - ya, C_BLUE);
     }
     chart_end(b);
     ef_free(cnt);
@@ -1231,18 +1137,18 @@ static const char *CSS =
     "@media print{body{background:#fff}main{max-width:none;padding:0}"
     "pre,.tbl{max-height:none;overflow:visible}figure,.card{break-inside:avoid}}\n";
 
-static void card(sbuf *b, const char *label, const char *value, const char *note) {
-    sb_puts(b, "<div class=\"card\"><dt>");
+static void card(ef__sb *b, const char *label, const char *value, const char *note) {
+    ef__sb_puts(b, "<div class=\"card\"><dt>");
     sb_esc(b, label);
-    sb_printf(b, "</dt><dd>%s", value);
-    if (note && *note) sb_printf(b, " <small>%s</small>", note);
-    sb_puts(b, "</dd></div>\n");
+    ef__sb_printf(b, "</dt><dd>%s", value);
+    if (note && *note) ef__sb_printf(b, " <small>%s</small>", note);
+    ef__sb_puts(b, "</dd></div>\n");
 }
 
-static void summary_cards(sbuf *b, const ef_run_summary *s, const report_data *d,
+static void summary_cards(ef__sb *b, const ef_run_summary *s, const report_data *d,
                           const ef_round_record *r) {
     char v[64], note[96];
-    sb_puts(b, "<dl class=\"cards\">\n");
+    ef__sb_puts(b, "<dl class=\"cards\">\n");
     if (isfinite(s->final_accuracy)) snprintf(v, sizeof v, "%.2f%%", s->final_accuracy * 100);
     else snprintf(v, sizeof v, "&#8212;");
     card(b, "Final test accuracy", v, NULL);
@@ -1279,48 +1185,49 @@ static void summary_cards(sbuf *b, const ef_run_summary *s, const report_data *d
         snprintf(v, sizeof v, "%.3g", last);
         card(b, "Privacy spent (\xce\xb5)", v, NULL);
     }
-    sb_puts(b, "</dl>\n");
+    ef__sb_puts(b, "</dl>\n");
 }
 
-static void td_num(sbuf *b, const char *fmt, double v) {
+static void td_num(ef__sb *b, const char *fmt, double v) {
     if (!isfinite(v)) {
-        sb_puts(b, "<td>&#8212;</td>");
+        ef__sb_puts(b, "<td>&#8212;</td>");
         return;
     }
     char t[64];
     snprintf(t, sizeof t, fmt, v);
-    sb_printf(b, "<td>%s</td>", t);
+    ef__sb_printf(b, "<td>%s</td>", t);
 }
 
-static void td_bytes(sbuf *b, uint64_t v) {
+static void td_bytes(ef__sb *b, uint64_t v) {
     char t[32];
     fmt_bytes(t, sizeof t, (double)v);
-    sb_printf(b, "<td>%s</td>", t);
+    ef__sb_printf(b, "<td>%s</td>", t);
 }
 
-static void round_table(sbuf *b, const report_data *d, const ef_round_record *r) {
-    sb_printf(b, "<h2>Rounds</h2>\n<details><summary>Per-round metrics (%zu round%s)</summary>\n",
-              d->n, d->n == 1 ? "" : "s");
-    sb_puts(b, "<div class=\"tbl\"><table>\n<thead><tr><th>Round</th>");
-    sb_printf(b, "<th>End (%s)</th><th>Duration (%s)</th>", d->t_unit.name, d->d_unit.name);
-    sb_puts(b, "<th>Selected</th><th>Done</th><th>Late</th><th>Drop.</th>");
-    if (d->has_rejected) sb_puts(b, "<th>Rej.</th>");
-    sb_puts(b, "<th>Agg.</th><th>Train loss</th><th>Test acc. (%)</th><th>Test loss</th>");
-    if (d->has_fed_acc) sb_puts(b, "<th>Fed. acc. (%)</th>");
-    if (d->has_fed_loss) sb_puts(b, "<th>Fed. loss</th>");
-    sb_puts(b, "<th>Up</th><th>Down</th>");
-    if (d->has_eps) sb_puts(b, "<th>&#949;</th>");
-    if (d->has_stale) sb_puts(b, "<th>Stale mean</th><th>Stale max</th>");
-    sb_puts(b, "</tr></thead>\n<tbody>\n");
+static void round_table(ef__sb *b, const report_data *d, const ef_round_record *r) {
+    ef__sb_printf(b,
+                  "<h2>Rounds</h2>\n<details><summary>Per-round metrics (%zu round%s)</summary>\n",
+                  d->n, d->n == 1 ? "" : "s");
+    ef__sb_puts(b, "<div class=\"tbl\"><table>\n<thead><tr><th>Round</th>");
+    ef__sb_printf(b, "<th>End (%s)</th><th>Duration (%s)</th>", d->t_unit.name, d->d_unit.name);
+    ef__sb_puts(b, "<th>Selected</th><th>Done</th><th>Late</th><th>Drop.</th>");
+    if (d->has_rejected) ef__sb_puts(b, "<th>Rej.</th>");
+    ef__sb_puts(b, "<th>Agg.</th><th>Train loss</th><th>Test acc. (%)</th><th>Test loss</th>");
+    if (d->has_fed_acc) ef__sb_puts(b, "<th>Fed. acc. (%)</th>");
+    if (d->has_fed_loss) ef__sb_puts(b, "<th>Fed. loss</th>");
+    ef__sb_puts(b, "<th>Up</th><th>Down</th>");
+    if (d->has_eps) ef__sb_puts(b, "<th>&#949;</th>");
+    if (d->has_stale) ef__sb_puts(b, "<th>Stale mean</th><th>Stale max</th>");
+    ef__sb_puts(b, "</tr></thead>\n<tbody>\n");
     for (size_t i = 0; i < d->n && !b->oom; i++) {
         const ef_round_record *x = &r[i];
-        sb_printf(b, "<tr><td>%u</td>", (unsigned)x->round);
+        ef__sb_printf(b, "<tr><td>%u</td>", (unsigned)x->round);
         td_num(b, "%.2f", d->t_end[i]);
         td_num(b, "%.2f", d->dur[i]);
-        sb_printf(b, "<td>%u</td><td>%u</td><td>%u</td><td>%u</td>", (unsigned)x->selected,
-                  (unsigned)x->completed, (unsigned)x->late, (unsigned)x->dropped);
-        if (d->has_rejected) sb_printf(b, "<td>%u</td>", (unsigned)x->rejected);
-        sb_puts(b, x->aggregated ? "<td>yes</td>" : "<td>no</td>");
+        ef__sb_printf(b, "<td>%u</td><td>%u</td><td>%u</td><td>%u</td>", (unsigned)x->selected,
+                      (unsigned)x->completed, (unsigned)x->late, (unsigned)x->dropped);
+        if (d->has_rejected) ef__sb_printf(b, "<td>%u</td>", (unsigned)x->rejected);
+        ef__sb_puts(b, x->aggregated ? "<td>yes</td>" : "<td>no</td>");
         td_num(b, "%.4f", x->train_loss);
         td_num(b, "%.2f", d->acc[i]);
         td_num(b, "%.4f", x->test_loss);
@@ -1331,41 +1238,42 @@ static void round_table(sbuf *b, const report_data *d, const ef_round_record *r)
         if (d->has_eps) td_num(b, "%.4g", x->epsilon);
         if (d->has_stale) {
             td_num(b, "%.2f", x->staleness_mean);
-            sb_printf(b, "<td>%u</td>", (unsigned)x->staleness_max);
+            ef__sb_printf(b, "<td>%u</td>", (unsigned)x->staleness_max);
         }
-        sb_puts(b, "</tr>\n");
+        ef__sb_puts(b, "</tr>\n");
     }
-    sb_puts(b, "</tbody></table></div></details>\n");
+    ef__sb_puts(b, "</tbody></table></div></details>\n");
 }
 
-static ef_status build_report(sbuf *b, const ef_run_summary *s, const ef_round_record *r,
+static ef_status build_report(ef__sb *b, const ef_run_summary *s, const ef_round_record *r,
                               size_t n) {
     const char *title = s->title && *s->title ? s->title : "edgefl run";
     report_data d;
     ef_status st = report_data_init(&d, r, n);
     if (st != EF_OK) return st;
-    sb_puts(b, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
-               "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
-               "<meta name=\"generator\" content=\"edgefl " EF_VERSION_STRING "\">\n<title>");
+    ef__sb_puts(b, "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+                   "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+                   "<meta name=\"generator\" content=\"edgefl " EF_VERSION_STRING "\">\n<title>");
     sb_esc(b, title);
-    sb_printf(b, " &#8212; edgefl report</title>\n<style>\n%s</style>\n</head>\n<body>\n<main>\n",
-              CSS);
-    sb_puts(b, "<header>\n<p class=\"kicker\">edgefl federated learning report</p>\n<h1>");
+    ef__sb_printf(b,
+                  " &#8212; edgefl report</title>\n<style>\n%s</style>\n</head>\n<body>\n<main>\n",
+                  CSS);
+    ef__sb_puts(b, "<header>\n<p class=\"kicker\">edgefl federated learning report</p>\n<h1>");
     sb_esc(b, title);
-    sb_printf(b, "</h1>\n<p class=\"sub\">%zu round record%s</p>\n</header>\n", n,
-              n == 1 ? "" : "s");
+    ef__sb_printf(b, "</h1>\n<p class=\"sub\">%zu round record%s</p>\n</header>\n", n,
+                  n == 1 ? "" : "s");
     summary_cards(b, s, &d, r);
     if (s->config_json && *s->config_json) {
-        sb_puts(b, "<h2>Configuration</h2>\n<pre>");
+        ef__sb_puts(b, "<h2>Configuration</h2>\n<pre>");
         sb_json_pretty(b, s->config_json);
-        sb_puts(b, "</pre>\n");
+        ef__sb_puts(b, "</pre>\n");
     }
-    sb_puts(b, "<h2>Charts</h2>\n");
+    ef__sb_puts(b, "<h2>Charts</h2>\n");
     if (n == 0) {
-        sb_puts(b, "<p class=\"empty\">No rounds were recorded, so there is nothing to "
-                   "chart.</p>\n");
+        ef__sb_puts(b, "<p class=\"empty\">No rounds were recorded, so there is nothing to "
+                       "chart.</p>\n");
     } else {
-        sb_puts(b, "<div class=\"charts\">\n");
+        ef__sb_puts(b, "<div class=\"charts\">\n");
         chart_accuracy_rounds(b, &d);
         chart_loss_rounds(b, &d);
         chart_accuracy_time(b, &d);
@@ -1376,12 +1284,12 @@ static ef_status build_report(sbuf *b, const ef_run_summary *s, const ef_round_r
         }
         if (st == EF_OK && d.has_eps) chart_epsilon(b, &d);
         if (st == EF_OK && d.has_stale) chart_staleness(b, &d);
-        sb_puts(b, "</div>\n");
+        ef__sb_puts(b, "</div>\n");
         if (st == EF_OK) round_table(b, &d, r);
     }
-    sb_puts(b, "<footer>Generated by edgefl " EF_VERSION_STRING
-               ". Accuracy and loss lines join the rounds where they were measured. Bytes use decimal units (1 MB = 10<sup>6</sup> bytes); "
-               "memory uses MiB (2<sup>20</sup> bytes).</footer>\n</main>\n</body>\n</html>\n");
+    ef__sb_puts(b, "<footer>Generated by edgefl " EF_VERSION_STRING
+                   ". Accuracy and loss lines join the rounds where they were measured. Bytes use decimal units (1 MB = 10<sup>6</sup> bytes); "
+                   "memory uses MiB (2<sup>20</sup> bytes).</footer>\n</main>\n</body>\n</html>\n");
     ef_free(d.block);
     if (st == EF_OK && b->oom) st = ef__fail(EF_ERR_NOMEM, "out of memory building the report");
     return st;
@@ -1391,7 +1299,7 @@ ef_status ef_report_write_html(const char *path, const ef_run_summary *summary,
                                const ef_round_record *rounds, size_t n_rounds) {
     if (!path || !*path || !summary || (n_rounds > 0 && !rounds))
         return ef__fail(EF_ERR_INVALID, "ef_report_write_html: NULL argument");
-    sbuf b = {0};
+    ef__sb b = {0};
     ef_atomic_file *f = NULL;
     c_numeric loc;
     c_numeric_enter(&loc);
