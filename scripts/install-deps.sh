@@ -23,6 +23,8 @@ PACKAGES=(
     libmosquitto-dev
     # tests/transport/test_workers.sh: signs forged updates (Ed25519) as an attacker would
     python3-cryptography
+    # tests/slm: the AVX-512 inference kernels are tested through SIMDe's portable intrinsics
+    libsimde-dev
 )
 
 missing=()

@@ -1,0 +1,205 @@
+/*
+ * Internal: the 256-bit building blocks of the x86 kernel sets, included by
+ * kernels_avx2.c and kernels_avx512.c (which use them for everything that
+ * does not gain from 512-bit vectors, and for leftover rows). The includer
+ * defines INL: static inline, always inlined, with its target attribute.
+ * Only intrinsics that SIMDe also provides are used, so the AVX-512 file
+ * can be compiled against SIMDe and tested on a CPU without AVX-512.
+ */
+#ifndef EDGEFL_SLM_KERNELS_X86_INL_H
+#define EDGEFL_SLM_KERNELS_X86_INL_H
+
+INL float hsum_ps(__m256 x) {
+    __m128 r = _mm_add_ps(_mm256_extractf128_ps(x, 1), _mm256_castps256_ps128(x));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
+
+INL float h2f(uint16_t h) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))); }
+
+INL uint16_t f2h(float f) {
+    return (uint16_t)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(f), _MM_FROUND_TO_NEAREST_INT), 0);
+}
+
+/* ---- activation conversion ----------------------------------------------- */
+
+INL void x86_quant_q8_0(void *dst, const float *x, int64_t n) {
+    ef__blk_q8_0 *y = dst;
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    const __m256i perm = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (int64_t b = 0; b < n / EF_QK; b++, x += EF_QK) {
+        __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8);
+        __m256 v2 = _mm256_loadu_ps(x + 16), v3 = _mm256_loadu_ps(x + 24);
+        __m256 m = _mm256_max_ps(_mm256_andnot_ps(sign, v0), _mm256_andnot_ps(sign, v1));
+        m = _mm256_max_ps(m, _mm256_max_ps(_mm256_andnot_ps(sign, v2), _mm256_andnot_ps(sign, v3)));
+        __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        float amax = _mm_cvtss_f32(m4);
+        y[b].d = f2h(amax / 127.0f);
+        __m256 id = _mm256_set1_ps(amax != 0.0f ? 127.0f / amax : 0.0f);
+        __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v0, id), _MM_FROUND_TO_NEAREST_INT));
+        __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v1, id), _MM_FROUND_TO_NEAREST_INT));
+        __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v2, id), _MM_FROUND_TO_NEAREST_INT));
+        __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v3, id), _MM_FROUND_TO_NEAREST_INT));
+        /* the packs work per 128-bit half; the permute restores element order */
+        i0 = _mm256_packs_epi32(i0, i1);
+        i2 = _mm256_packs_epi32(i2, i3);
+        i0 = _mm256_packs_epi16(i0, i2);
+        _mm256_storeu_si256((__m256i *)y[b].qs, _mm256_permutevar8x32_epi32(i0, perm));
+    }
+}
+
+INL void x86_to_f16(uint16_t *dst, const float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; i++) dst[i] = f2h(x[i]);
+}
+
+INL void x86_from_f16(float *dst, const uint16_t *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
+    for (; i < n; i++) dst[i] = h2f(x[i]);
+}
+
+/* ---- dot products and axpy ------------------------------------------------- */
+
+INL float x86_dot_f32(const float *a, const float *b, int64_t n) {
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0, n8 = n - n % 8;
+    for (; i < n8; i += 8) acc = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), acc);
+    float s = hsum_ps(acc);
+    for (; i < n; i++) s = fmaf(a[i], b[i], s);
+    return s;
+}
+
+INL __m256 ld_h8(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+
+INL float x86_dot_f16(const uint16_t *a, const uint16_t *b, int64_t n) {
+    __m256 acc = _mm256_setzero_ps();
+    int64_t i = 0, n8 = n - n % 8;
+    for (; i < n8; i += 8) acc = _mm256_fmadd_ps(ld_h8(a + i), ld_h8(b + i), acc);
+    float s = hsum_ps(acc);
+    for (; i < n; i++) s = fmaf(h2f(a[i]), h2f(b[i]), s);
+    return s;
+}
+
+INL void x86_axpy_f32(float *y, float a, const float *x, int64_t n) {
+    __m256 av = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] = fmaf(a, x[i], y[i]);
+}
+
+INL void x86_axpy_f16(float *y, float a, const uint16_t *x, int64_t n) {
+    __m256 av = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, ld_h8(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] = fmaf(a, h2f(x[i]), y[i]);
+}
+
+/* ---- F32 / F16 matrix products ------------------------------------------- */
+
+/* One tile: RM weight rows from r, RN activation rows from b. F16 selects
+ * half-precision weights and activations. RM, RN and F16 are constants at
+ * every call site, so the loops unroll and the accumulators stay in
+ * registers. */
+INL void tile_f(int RM, int RN, int F16, float *y, int64_t ldy, const char *w, size_t ws,
+                const char *x, size_t xs, int64_t n, int64_t r, int64_t b) {
+    __m256 acc[8][3];
+    for (int i = 0; i < RM; i++)
+        for (int j = 0; j < RN; j++) acc[i][j] = _mm256_setzero_ps();
+    const char *wr[8], *xr[3];
+    for (int i = 0; i < RM; i++) wr[i] = w + (size_t)(r + i) * ws;
+    for (int j = 0; j < RN; j++) xr[j] = x + (size_t)(b + j) * xs;
+    int64_t n8 = n - n % 8, k = 0;
+    for (; k < n8; k += 8) {
+        __m256 xv[3];
+        for (int j = 0; j < RN; j++)
+            xv[j] = F16 ? ld_h8((const uint16_t *)xr[j] + k) : _mm256_loadu_ps((const float *)xr[j] + k);
+        for (int i = 0; i < RM; i++) {
+            __m256 wv = F16 ? ld_h8((const uint16_t *)wr[i] + k) : _mm256_loadu_ps((const float *)wr[i] + k);
+            for (int j = 0; j < RN; j++) acc[i][j] = _mm256_fmadd_ps(wv, xv[j], acc[i][j]);
+        }
+    }
+    for (int i = 0; i < RM; i++)
+        for (int j = 0; j < RN; j++) {
+            float s = hsum_ps(acc[i][j]);
+            for (int64_t kk = n8; kk < n; kk++) {
+                float wv = F16 ? h2f(((const uint16_t *)wr[i])[kk]) : ((const float *)wr[i])[kk];
+                float xv = F16 ? h2f(((const uint16_t *)xr[j])[kk]) : ((const float *)xr[j])[kk];
+                s = fmaf(wv, xv, s);
+            }
+            y[(b + j) * ldy + r + i] = s;
+        }
+}
+
+/* ---- quantized matrix products --------------------------------------------- */
+
+/* Eight int32 lanes, lane l = sum of a[4l+j] * b[4l+j] for a unsigned bytes
+ * (at most 255... here at most 128) and b signed bytes. */
+INL __m256i dot_u8s8(__m256i a, __m256i b) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1));
+}
+
+/* Q4_0 block -> its 32 nibbles as bytes 0..15 in element order. */
+INL __m256i q4_bytes(const uint8_t *qs) {
+    __m128i t = _mm_loadu_si128((const __m128i *)qs);
+    __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(t), _mm_srli_epi16(t, 4), 1);
+    return _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
+}
+
+/* Q8_0 or Q4_0 (Q4 != 0) weight tile against Q8_0 activations. For Q4_0,
+ * sum (q - 8) y = sum q y - 8 sum y, with 8 sum y per lane computed once per
+ * activation block. */
+INL void tile_q(int RM, int RN, int Q4, float *y, int64_t ldy, const char *w, size_t ws,
+                const char *x, size_t xs, int64_t n, int64_t r, int64_t b) {
+    __m256 acc[8][3];
+    for (int i = 0; i < RM; i++)
+        for (int j = 0; j < RN; j++) acc[i][j] = _mm256_setzero_ps();
+    const char *wr[8];
+    const ef__blk_q8_0 *xr[3];
+    for (int i = 0; i < RM; i++) wr[i] = w + (size_t)(r + i) * ws;
+    for (int j = 0; j < RN; j++) xr[j] = (const ef__blk_q8_0 *)(x + (size_t)(b + j) * xs);
+    const int64_t nblk = n / EF_QK;
+    const __m256i eight = _mm256_set1_epi8(8);
+    for (int64_t k = 0; k < nblk; k++) {
+        __m256i yq[3], ys8[3] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+        __m256 dy[3];
+        for (int j = 0; j < RN; j++) {
+            yq[j] = _mm256_loadu_si256((const __m256i *)xr[j][k].qs);
+            dy[j] = _mm256_set1_ps(h2f(xr[j][k].d));
+            if (Q4) ys8[j] = dot_u8s8(eight, yq[j]);
+        }
+        for (int i = 0; i < RM; i++) {
+            __m256 dw;
+            if (Q4) {
+                const ef__blk_q4_0 *blk = (const ef__blk_q4_0 *)wr[i] + k;
+                __m256i q = q4_bytes(blk->qs);
+                dw = _mm256_set1_ps(h2f(blk->d));
+                for (int j = 0; j < RN; j++) {
+                    __m256i s = _mm256_sub_epi32(dot_u8s8(q, yq[j]), ys8[j]);
+                    acc[i][j] = _mm256_fmadd_ps(_mm256_mul_ps(dw, dy[j]), _mm256_cvtepi32_ps(s), acc[i][j]);
+                }
+            } else {
+                const ef__blk_q8_0 *blk = (const ef__blk_q8_0 *)wr[i] + k;
+                __m256i q = _mm256_loadu_si256((const __m256i *)blk->qs);
+                __m256i aq = _mm256_sign_epi8(q, q);
+                dw = _mm256_set1_ps(h2f(blk->d));
+                for (int j = 0; j < RN; j++) {
+                    __m256i s = dot_u8s8(aq, _mm256_sign_epi8(yq[j], q));
+                    acc[i][j] = _mm256_fmadd_ps(_mm256_mul_ps(dw, dy[j]), _mm256_cvtepi32_ps(s), acc[i][j]);
+                }
+            }
+        }
+    }
+    for (int i = 0; i < RM; i++)
+        for (int j = 0; j < RN; j++) y[(b + j) * ldy + r + i] = hsum_ps(acc[i][j]);
+}
+
+#endif /* EDGEFL_SLM_KERNELS_X86_INL_H */
