@@ -190,9 +190,12 @@ EF_API int32_t ef_slm_sample(ef_slm_sampler *s, const float *logits);
 typedef struct ef_slm_gen_stats {
     int n_prompt;           /* prompt tokens evaluated */
     int n_gen;              /* tokens generated */
-    double prompt_seconds;  /* prompt processing time */
-    double gen_seconds;     /* time from the first generated token's sampling to the last's */
+    double prompt_seconds;  /* prompt processing (its logits included) */
+    double gen_seconds;     /* from sampling the first generated token to sampling the
+                               last: n_gen - 1 single-token passes, so generation
+                               tokens/s = (n_gen - 1) / gen_seconds */
     int stopped_eos;        /* generation ended at the EOS token */
+    int stopped_ctx;        /* generation ended because the context was full */
 } ef_slm_gen_stats;
 
 /* Called with each generated token; return nonzero to stop. */
@@ -200,13 +203,12 @@ typedef int (*ef_slm_token_fn)(void *user, int32_t token);
 
 /*
  * Evaluates the prompt (appended to the context's sequence), then samples up
- * to n_gen tokens one at a time, calling on_token (may be NULL) with each.
- * Stops early at the model's EOS token when stop_at_eos (the EOS token is
- * reported but counted as generated) or when on_token returns nonzero.
- * Tokens generation timing counts each decoded token, i.e. gen tokens/s =
- * (n_gen - 1) / gen_seconds over the n_gen - 1 forward passes after the
- * first sample (the first token comes from the prompt's logits). stats may
- * be NULL.
+ * to n_gen tokens one at a time, calling on_token (may be NULL) with each
+ * and feeding it back. Stops early at the model's EOS token when
+ * stop_at_eos (the EOS token is reported and counted), when on_token
+ * returns nonzero, or when the context is full. The first generated token
+ * comes from the prompt's logits; see ef_slm_gen_stats for the timings.
+ * stats may be NULL.
  */
 EF_API ef_status ef_slm_generate(ef_slm_ctx *c, ef_slm_sampler *s, const int32_t *prompt,
                                  int n_prompt, int n_gen, int stop_at_eos,
