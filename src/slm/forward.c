@@ -208,24 +208,18 @@ static void attend(ef_slm_ctx *c, thr_buf *tb, int l, int t, int h) {
         kcur = tb->kc;
         vcur = tb->vc;
     }
-    float *sc = tb->sc, mx = -INFINITY;
-    if (c->kv_f32) {
-        for (int p = 0; p <= pos; p++) {
-            const float *kp = (p == pos && kcur) ? kcur : cache_at(c, c->kcache, l, p, g);
-            float s = c->k->dot_f32(qv, kp, hd) * scale;
-            sc[p] = s;
-            mx = s > mx ? s : mx;
-        }
-    } else {
-        uint16_t *q16 = tb->qc;
-        c->k->to_f16(q16, qv, hd);
-        for (int p = 0; p <= pos; p++) {
-            const uint16_t *kp = (p == pos && kcur) ? kcur : cache_at(c, c->kcache, l, p, g);
-            float s = c->k->dot_f16(q16, kp, hd) * scale;
-            sc[p] = s;
-            mx = s > mx ? s : mx;
-        }
+    /* scores of the cached positions, then (single token) of the current one */
+    const size_t stride = (size_t)m->kv_dim * c->kv_elem;
+    const void *qk = qv;
+    if (!c->kv_f32) {
+        c->k->to_f16(tb->qc, qv, hd);
+        qk = tb->qc;
     }
+    const int f16 = !c->kv_f32, np = kcur ? pos : pos + 1;
+    float *sc = tb->sc, mx = -INFINITY;
+    c->k->attn_scores(sc, qk, cache_at(c, c->kcache, l, 0, g), stride, np, hd, scale, f16);
+    if (kcur) c->k->attn_scores(sc + pos, qk, kcur, stride, 1, hd, scale, f16);
+    for (int p = 0; p <= pos; p++) mx = sc[p] > mx ? sc[p] : mx;
     float sum = 0.0f;
     for (int p = 0; p <= pos; p++) {
         float e = expf(sc[p] - mx);
@@ -234,11 +228,8 @@ static void attend(ef_slm_ctx *c, thr_buf *tb, int l, int t, int h) {
     }
     float *o = c->att + (size_t)t * m->cfg.dim + (size_t)h * hd;
     memset(o, 0, sizeof(float) * (size_t)hd);
-    for (int p = 0; p <= pos; p++) {
-        const void *vp = (p == pos && vcur) ? vcur : cache_at(c, c->vcache, l, p, g);
-        if (c->kv_f32) c->k->axpy_f32(o, sc[p], vp, hd);
-        else c->k->axpy_f16(o, sc[p], vp, hd);
-    }
+    c->k->attn_values(o, sc, cache_at(c, c->vcache, l, 0, g), stride, np, hd, f16);
+    if (vcur) c->k->attn_values(o, sc + pos, vcur, stride, 1, hd, f16);
     const float inv = 1.0f / sum;
     for (int i = 0; i < hd; i++) o[i] *= inv;
 }

@@ -60,12 +60,23 @@ static float dot_f16_scalar(const uint16_t *a, const uint16_t *b, int64_t n) {
     return s;
 }
 
-static void axpy_f32_scalar(float *y, float a, const float *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] = fmaf(a, x[i], y[i]);
+static void attn_scores_scalar(float *sc, const void *q, const void *k, size_t stride, int np, int hd,
+                               float scale, int f16) {
+    for (int p = 0; p < np; p++) {
+        const void *kp = (const char *)k + (size_t)p * stride;
+        sc[p] = (f16 ? dot_f16_scalar(q, kp, hd) : dot_f32_scalar(q, kp, hd)) * scale;
+    }
 }
 
-static void axpy_f16_scalar(float *y, float a, const uint16_t *x, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] = fmaf(a, ef__f16_to_f32(x[i]), y[i]);
+static void attn_values_scalar(float *out, const float *pr, const void *v, size_t stride, int np, int hd,
+                               int f16) {
+    for (int p = 0; p < np; p++) {
+        const char *vp = (const char *)v + (size_t)p * stride;
+        for (int i = 0; i < hd; i++) {
+            float x = f16 ? ef__f16_to_f32(((const uint16_t *)vp)[i]) : ((const float *)vp)[i];
+            out[i] = fmaf(pr[p], x, out[i]);
+        }
+    }
 }
 
 /* ---- matrix products -------------------------------------------------------- */
@@ -141,7 +152,7 @@ static void gemm_q4_0_scalar(float *y, int64_t ldy, const void *w, size_t w_stri
 const ef__slm_kernels ef__slm_kernels_scalar = {
     "scalar",        quant_q8_0_scalar, to_f16_scalar,   from_f16_scalar,
     gemm_f32_scalar, gemm_f16_scalar,   gemm_q8_0_scalar, gemm_q4_0_scalar,
-    dot_f32_scalar,  dot_f16_scalar,    axpy_f32_scalar,  axpy_f16_scalar,
+    attn_scores_scalar, attn_values_scalar,
 };
 
 /* ---- helpers over any set ------------------------------------------------ */

@@ -52,8 +52,14 @@
 
 #define TILE_F32(RM, RN, ...) tile_f(RM, RN, 0, __VA_ARGS__)
 #define TILE_F16(RM, RN, ...) tile_f(RM, RN, 1, __VA_ARGS__)
-#define TILE_Q8(RM, RN, ...) tile_q(RM, RN, 0, __VA_ARGS__)
-#define TILE_Q4(RM, RN, ...) tile_q(RM, RN, 1, __VA_ARGS__)
+/* one activation row: four weight rows at a time through mv_q4rows */
+#define TILE_Q8(RM, RN, ...) ((RN) == 1 && (RM) == 4 ? mv_tile(0, __VA_ARGS__) : tile_q(RM, RN, 0, __VA_ARGS__))
+#define TILE_Q4(RM, RN, ...) ((RN) == 1 && (RM) == 4 ? mv_tile(1, __VA_ARGS__) : tile_q(RM, RN, 1, __VA_ARGS__))
+
+INL void mv_tile(int Q4, float *y, int64_t ldy, const char *w, size_t ws, const char *x, size_t xs, int64_t n,
+                 int64_t r, int64_t b) {
+    mv_q4rows(Q4, y + b * ldy, w, ws, (const ef__blk_q8_0 *)(x + (size_t)b * xs), n, r);
+}
 
 #define GEMM_ARGS                                                                              \
     float *y, int64_t ldy, const void *w, size_t w_stride, const void *x, size_t x_stride, int64_t n, \
@@ -62,21 +68,42 @@
 
 TGT static void gemm_f32_avx2(GEMM_ARGS) { GEMM_DRIVER(TILE_F32, TILE_ARGS); }
 TGT static void gemm_f16_avx2(GEMM_ARGS) { GEMM_DRIVER(TILE_F16, TILE_ARGS); }
-TGT static void gemm_q8_0_avx2(GEMM_ARGS) { GEMM_DRIVER(TILE_Q8, TILE_ARGS); }
-TGT static void gemm_q4_0_avx2(GEMM_ARGS) { GEMM_DRIVER(TILE_Q4, TILE_ARGS); }
+/* As GEMM_DRIVER without the 8-row tiles (their accumulators do not fit the
+ * sixteen registers next to the quantized operands). */
+#define GEMM_DRIVER_Q(TILE, ...)                                                       \
+    do {                                                                               \
+        int64_t b = 0;                                                                 \
+        for (; b + 2 <= nb; b += 2) {                                                  \
+            int64_t r = r0;                                                            \
+            for (; r + 4 <= r1; r += 4) TILE(4, 2, __VA_ARGS__, r, b);                 \
+            for (; r < r1; r++) TILE(1, 2, __VA_ARGS__, r, b);                         \
+        }                                                                              \
+        if (b < nb) {                                                                  \
+            int64_t r = r0;                                                            \
+            for (; r + 4 <= r1; r += 4) TILE(4, 1, __VA_ARGS__, r, b);                 \
+            for (; r < r1; r++) TILE(1, 1, __VA_ARGS__, r, b);                         \
+        }                                                                              \
+    } while (0)
+
+TGT static void gemm_q8_0_avx2(GEMM_ARGS) { GEMM_DRIVER_Q(TILE_Q8, TILE_ARGS); }
+TGT static void gemm_q4_0_avx2(GEMM_ARGS) { GEMM_DRIVER_Q(TILE_Q4, TILE_ARGS); }
 
 TGT static void quant_q8_0_avx2(void *dst, const float *x, int64_t n) { x86_quant_q8_0(dst, x, n); }
 TGT static void to_f16_avx2(uint16_t *dst, const float *x, int64_t n) { x86_to_f16(dst, x, n); }
 TGT static void from_f16_avx2(float *dst, const uint16_t *x, int64_t n) { x86_from_f16(dst, x, n); }
-TGT static float dot_f32_avx2(const float *a, const float *b, int64_t n) { return x86_dot_f32(a, b, n); }
-TGT static float dot_f16_avx2(const uint16_t *a, const uint16_t *b, int64_t n) { return x86_dot_f16(a, b, n); }
-TGT static void axpy_f32_avx2(float *y, float a, const float *x, int64_t n) { x86_axpy_f32(y, a, x, n); }
-TGT static void axpy_f16_avx2(float *y, float a, const uint16_t *x, int64_t n) { x86_axpy_f16(y, a, x, n); }
+TGT static void attn_scores_avx2(float *sc, const void *q, const void *k, size_t stride, int np, int hd,
+                              float scale, int f16) {
+    x86_attn_scores(sc, q, k, stride, np, hd, scale, f16);
+}
+TGT static void attn_values_avx2(float *out, const float *pr, const void *v, size_t stride, int np, int hd,
+                              int f16) {
+    x86_attn_values(out, pr, v, stride, np, hd, f16);
+}
 
 const ef__slm_kernels ef__slm_kernels_avx2 = {
     "avx2",        quant_q8_0_avx2, to_f16_avx2,    from_f16_avx2,
     gemm_f32_avx2, gemm_f16_avx2,   gemm_q8_0_avx2, gemm_q4_0_avx2,
-    dot_f32_avx2,  dot_f16_avx2,    axpy_f32_avx2,  axpy_f16_avx2,
+    attn_scores_avx2, attn_values_avx2,
 };
 
 #endif /* __x86_64__ */

@@ -214,15 +214,19 @@ TGT static void gemm_q4_0_512(GEMM_ARGS) { GEMM_DRIVER512(T512_Q4, T256_Q4, TILE
 TGT static void quant_q8_0_512(void *dst, const float *x, int64_t n) { x86_quant_q8_0(dst, x, n); }
 TGT static void to_f16_512(uint16_t *dst, const float *x, int64_t n) { x86_to_f16(dst, x, n); }
 TGT static void from_f16_512(float *dst, const uint16_t *x, int64_t n) { x86_from_f16(dst, x, n); }
-TGT static float dot_f32_512(const float *a, const float *b, int64_t n) { return x86_dot_f32(a, b, n); }
-TGT static float dot_f16_512(const uint16_t *a, const uint16_t *b, int64_t n) { return x86_dot_f16(a, b, n); }
-TGT static void axpy_f32_512(float *y, float a, const float *x, int64_t n) { x86_axpy_f32(y, a, x, n); }
-TGT static void axpy_f16_512(float *y, float a, const uint16_t *x, int64_t n) { x86_axpy_f16(y, a, x, n); }
+TGT static void attn_scores_512(float *sc, const void *q, const void *k, size_t stride, int np, int hd,
+                              float scale, int f16) {
+    x86_attn_scores(sc, q, k, stride, np, hd, scale, f16);
+}
+TGT static void attn_values_512(float *out, const float *pr, const void *v, size_t stride, int np, int hd,
+                              int f16) {
+    x86_attn_values(out, pr, v, stride, np, hd, f16);
+}
 
 const ef__slm_kernels KSET = {
     KNAME,        quant_q8_0_512, to_f16_512,    from_f16_512,
     gemm_f32_512, gemm_f16_512,   gemm_q8_0_512, gemm_q4_0_512,
-    dot_f32_512,  dot_f16_512,    axpy_f32_512,  axpy_f16_512,
+    attn_scores_512, attn_values_512,
 };
 
 #endif /* KSET */

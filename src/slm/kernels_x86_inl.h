@@ -87,20 +87,58 @@ INL float x86_dot_f16(const uint16_t *a, const uint16_t *b, int64_t n) {
     return s;
 }
 
-INL void x86_axpy_f32(float *y, float a, const float *x, int64_t n) {
-    __m256 av = _mm256_set1_ps(a);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] = fmaf(a, x[i], y[i]);
+INL void x86_attn_scores(float *sc, const void *q, const void *k, size_t stride, int np, int hd, float scale,
+                         int f16) {
+    if (f16)
+        for (int p = 0; p < np; p++) sc[p] = x86_dot_f16(q, (const uint16_t *)((const char *)k + (size_t)p * stride), hd) * scale;
+    else
+        for (int p = 0; p < np; p++) sc[p] = x86_dot_f32(q, (const float *)((const char *)k + (size_t)p * stride), hd) * scale;
 }
 
-INL void x86_axpy_f16(float *y, float a, const uint16_t *x, int64_t n) {
-    __m256 av = _mm256_set1_ps(a);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, ld_h8(x + i), _mm256_loadu_ps(y + i)));
-    for (; i < n; i++) y[i] = fmaf(a, h2f(x[i]), y[i]);
+/* Four vectors (32 elements) of the output stay in registers over all
+ * positions; the order per element is the same as one position at a time. */
+INL void x86_attn_values(float *out, const float *pr, const void *v, size_t stride, int np, int hd, int f16) {
+    int i = 0;
+    for (; i + 32 <= hd; i += 32) {
+        __m256 o0 = _mm256_loadu_ps(out + i), o1 = _mm256_loadu_ps(out + i + 8);
+        __m256 o2 = _mm256_loadu_ps(out + i + 16), o3 = _mm256_loadu_ps(out + i + 24);
+        for (int p = 0; p < np; p++) {
+            const char *vp = (const char *)v + (size_t)p * stride;
+            __m256 a = _mm256_set1_ps(pr[p]);
+            if (f16) {
+                const uint16_t *h = (const uint16_t *)vp + i;
+                o0 = _mm256_fmadd_ps(a, ld_h8(h), o0);
+                o1 = _mm256_fmadd_ps(a, ld_h8(h + 8), o1);
+                o2 = _mm256_fmadd_ps(a, ld_h8(h + 16), o2);
+                o3 = _mm256_fmadd_ps(a, ld_h8(h + 24), o3);
+            } else {
+                const float *f = (const float *)vp + i;
+                o0 = _mm256_fmadd_ps(a, _mm256_loadu_ps(f), o0);
+                o1 = _mm256_fmadd_ps(a, _mm256_loadu_ps(f + 8), o1);
+                o2 = _mm256_fmadd_ps(a, _mm256_loadu_ps(f + 16), o2);
+                o3 = _mm256_fmadd_ps(a, _mm256_loadu_ps(f + 24), o3);
+            }
+        }
+        _mm256_storeu_ps(out + i, o0);
+        _mm256_storeu_ps(out + i + 8, o1);
+        _mm256_storeu_ps(out + i + 16, o2);
+        _mm256_storeu_ps(out + i + 24, o3);
+    }
+    for (; i + 8 <= hd; i += 8) {
+        __m256 o = _mm256_loadu_ps(out + i);
+        for (int p = 0; p < np; p++) {
+            const char *vp = (const char *)v + (size_t)p * stride;
+            __m256 x = f16 ? ld_h8((const uint16_t *)vp + i) : _mm256_loadu_ps((const float *)vp + i);
+            o = _mm256_fmadd_ps(_mm256_set1_ps(pr[p]), x, o);
+        }
+        _mm256_storeu_ps(out + i, o);
+    }
+    for (; i < hd; i++)
+        for (int p = 0; p < np; p++) {
+            const char *vp = (const char *)v + (size_t)p * stride;
+            float x = f16 ? h2f(((const uint16_t *)vp)[i]) : ((const float *)vp)[i];
+            out[i] = fmaf(pr[p], x, out[i]);
+        }
 }
 
 /* ---- F32 / F16 matrix products ------------------------------------------- */
@@ -200,6 +238,55 @@ INL void tile_q(int RM, int RN, int Q4, float *y, int64_t ldy, const char *w, si
     }
     for (int i = 0; i < RM; i++)
         for (int j = 0; j < RN; j++) y[(b + j) * ldy + r + i] = hsum_ps(acc[i][j]);
+}
+
+/* Matrix-vector product (one activation row) over four weight rows, Q8_0 or
+ * Q4_0: the decoding hot path, written out so the four accumulators and
+ * everything per block stay in registers. The four rows' scales are
+ * converted and multiplied by the activation's scale in one vector. */
+INL void mv_q4rows(int Q4, float *y, const char *w, size_t ws, const ef__blk_q8_0 *x, int64_t n, int64_t r) {
+    const char *w0 = w + (size_t)r * ws, *w1 = w0 + ws, *w2 = w1 + ws, *w3 = w2 + ws;
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+    const int64_t nblk = n / EF_QK;
+    const size_t bs = Q4 ? sizeof(ef__blk_q4_0) : sizeof(ef__blk_q8_0);
+    const __m256i eight = _mm256_set1_epi8(8);
+    for (int64_t k = 0; k < nblk; k++) {
+        const size_t o = (size_t)k * bs;
+        __m256i yq = _mm256_loadu_si256((const __m256i *)x[k].qs);
+        uint16_t h0, h1, h2, h3;
+        memcpy(&h0, w0 + o, 2);
+        memcpy(&h1, w1 + o, 2);
+        memcpy(&h2, w2 + o, 2);
+        memcpy(&h3, w3 + o, 2);
+        __m128 da = _mm_cvtph_ps(_mm_setr_epi16((short)h0, (short)h1, (short)h2, (short)h3, 0, 0, 0, 0));
+        __m128 dd = _mm_mul_ps(da, _mm_set1_ps(h2f(x[k].d)));
+        __m256 d2 = _mm256_insertf128_ps(_mm256_castps128_ps256(dd), dd, 1);
+        __m256i s0, s1, s2, s3;
+        if (Q4) {
+            __m256i ys8 = dot_u8s8(eight, yq);
+            s0 = _mm256_sub_epi32(dot_u8s8(q4_bytes((const uint8_t *)w0 + o + 2), yq), ys8);
+            s1 = _mm256_sub_epi32(dot_u8s8(q4_bytes((const uint8_t *)w1 + o + 2), yq), ys8);
+            s2 = _mm256_sub_epi32(dot_u8s8(q4_bytes((const uint8_t *)w2 + o + 2), yq), ys8);
+            s3 = _mm256_sub_epi32(dot_u8s8(q4_bytes((const uint8_t *)w3 + o + 2), yq), ys8);
+        } else {
+            __m256i q0 = _mm256_loadu_si256((const __m256i *)(w0 + o + 2));
+            __m256i q1 = _mm256_loadu_si256((const __m256i *)(w1 + o + 2));
+            __m256i q2 = _mm256_loadu_si256((const __m256i *)(w2 + o + 2));
+            __m256i q3 = _mm256_loadu_si256((const __m256i *)(w3 + o + 2));
+            s0 = dot_u8s8(_mm256_sign_epi8(q0, q0), _mm256_sign_epi8(yq, q0));
+            s1 = dot_u8s8(_mm256_sign_epi8(q1, q1), _mm256_sign_epi8(yq, q1));
+            s2 = dot_u8s8(_mm256_sign_epi8(q2, q2), _mm256_sign_epi8(yq, q2));
+            s3 = dot_u8s8(_mm256_sign_epi8(q3, q3), _mm256_sign_epi8(yq, q3));
+        }
+        a0 = _mm256_fmadd_ps(_mm256_shuffle_ps(d2, d2, 0x00), _mm256_cvtepi32_ps(s0), a0);
+        a1 = _mm256_fmadd_ps(_mm256_shuffle_ps(d2, d2, 0x55), _mm256_cvtepi32_ps(s1), a1);
+        a2 = _mm256_fmadd_ps(_mm256_shuffle_ps(d2, d2, 0xaa), _mm256_cvtepi32_ps(s2), a2);
+        a3 = _mm256_fmadd_ps(_mm256_shuffle_ps(d2, d2, 0xff), _mm256_cvtepi32_ps(s3), a3);
+    }
+    y[r] = hsum_ps(a0);
+    y[r + 1] = hsum_ps(a1);
+    y[r + 2] = hsum_ps(a2);
+    y[r + 3] = hsum_ps(a3);
 }
 
 #endif /* EDGEFL_SLM_KERNELS_X86_INL_H */

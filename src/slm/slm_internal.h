@@ -115,11 +115,13 @@ typedef struct ef__slm_kernels {
     void (*to_f16)(uint16_t *dst, const float *x, int64_t n);
     void (*from_f16)(float *dst, const uint16_t *x, int64_t n);
     ef__gemm_fn gemm_f32, gemm_f16, gemm_q8_0, gemm_q4_0;
-    /* Dot products in the F32/F16 canonical order (above) and y[i] = fma(a, x[i], y[i]). */
-    float (*dot_f32)(const float *a, const float *b, int64_t n);
-    float (*dot_f16)(const uint16_t *a, const uint16_t *b, int64_t n);
-    void (*axpy_f32)(float *y, float a, const float *x, int64_t n);
-    void (*axpy_f16)(float *y, float a, const uint16_t *x, int64_t n);
+    /* Attention over np positions of one head of hd elements, rows `stride`
+     * bytes apart, F16 (f16 != 0) or F32 like the query q:
+     *   scores: sc[p] = dot(q, k_p) * scale, the dot in the F32 canonical order;
+     *   values: out[i] = fma(pr[p], v_p[i], out[i]) for p = 0 .. np-1 in turn. */
+    void (*attn_scores)(float *sc, const void *q, const void *k, size_t stride, int np, int hd, float scale,
+                        int f16);
+    void (*attn_values)(float *out, const float *pr, const void *v, size_t stride, int np, int hd, int f16);
 } ef__slm_kernels;
 
 /* Kernel sets; NULL members never occur. The AVX2 and AVX-512 sets exist only

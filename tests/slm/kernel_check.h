@@ -187,21 +187,51 @@ static void kc_check_set(const ef__slm_kernels *k, uint64_t seed) {
         ef__slm_kernels_scalar.from_f16(fs, hs, n - 3);
         k->from_f16(fa, hs, n - 3);
         CHECK_MSG(memcmp(fa, fs, sizeof(float) * (size_t)(n - 3)) == 0, "%s from_f16 differs", k->name);
-        /* dot and axpy, odd lengths */
-        int64_t m = n - (int64_t)ef_rng_below(&rng, 16);
-        float d1 = ef__slm_kernels_scalar.dot_f32(x, fs, m), d2 = k->dot_f32(x, fs, m);
-        CHECK_MSG(memcmp(&d1, &d2, 4) == 0, "%s dot_f32 m=%lld", k->name, (long long)m);
-        d1 = ef__slm_kernels_scalar.dot_f16(hs, hs + 1, m - 4);
-        d2 = k->dot_f16(hs, hs + 1, m - 4);
-        CHECK_MSG(memcmp(&d1, &d2, 4) == 0, "%s dot_f16 m=%lld", k->name, (long long)m);
-        memcpy(fa, x, sizeof(float) * (size_t)m);
-        memcpy(fs, x, sizeof(float) * (size_t)m);
-        ef__slm_kernels_scalar.axpy_f32(fs, 0.37f, x + 1, m - 1);
-        k->axpy_f32(fa, 0.37f, x + 1, m - 1);
-        CHECK_MSG(memcmp(fa, fs, sizeof(float) * (size_t)m) == 0, "%s axpy_f32", k->name);
-        ef__slm_kernels_scalar.axpy_f16(fs, -1.7f, hs, m - 3);
-        k->axpy_f16(fa, -1.7f, hs, m - 3);
-        CHECK_MSG(memcmp(fa, fs, sizeof(float) * (size_t)m) == 0, "%s axpy_f16", k->name);
+        /* attention kernels: odd head sizes and position counts, rows with padding */
+        {
+            int hd = 2 + 2 * (int)ef_rng_below(&rng, 40), np = 1 + (int)ef_rng_below(&rng, 30);
+            size_t stride = (size_t)(hd + 6) * 4;
+            float *kv = malloc(stride * (size_t)np), *q = malloc(sizeof(float) * (size_t)hd);
+            uint16_t *kvh = malloc(stride * (size_t)np), *qh = malloc(2 * (size_t)hd);
+            for (size_t i = 0; i < stride * (size_t)np / 4; i++) kv[i] = kc_randf(&rng);
+            for (size_t i = 0; i < stride * (size_t)np / 2; i++) kvh[i] = ef__f32_to_f16(kc_randf(&rng));
+            for (int i = 0; i < hd; i++) q[i] = kc_randf(&rng), qh[i] = ef__f32_to_f16(q[i]);
+            float *s1 = malloc(sizeof(float) * (size_t)np), *s2 = malloc(sizeof(float) * (size_t)np);
+            float *o0 = malloc(sizeof(float) * (size_t)hd), *os = malloc(sizeof(float) * (size_t)hd),
+                  *oa = malloc(sizeof(float) * (size_t)hd);
+            for (int i = 0; i < hd; i++) o0[i] = kc_randf(&rng);
+            for (int f16 = 0; f16 < 2; f16++) {
+                const void *kk = f16 ? (const void *)kvh : (const void *)kv, *qq = f16 ? (const void *)qh : (const void *)q;
+                ef__slm_kernels_scalar.attn_scores(s1, qq, kk, stride, np, hd, 0.125f, f16);
+                k->attn_scores(s2, qq, kk, stride, np, hd, 0.125f, f16);
+                CHECK_MSG(memcmp(s1, s2, sizeof(float) * (size_t)np) == 0, "%s attn_scores hd=%d np=%d f16=%d",
+                          k->name, hd, np, f16);
+                double mag, ref = kc_ref_dot(f16 ? EF_SLM_F16 : EF_SLM_F32, kk, qq, hd, &mag);
+                CHECK_MSG(fabs(s1[0] - 0.125 * ref) <= 1e-5 * mag, "scalar attn_scores against the reference");
+                memcpy(os, o0, sizeof(float) * (size_t)hd);
+                memcpy(oa, o0, sizeof(float) * (size_t)hd);
+                ef__slm_kernels_scalar.attn_values(os, s1, kk, stride, np, hd, f16);
+                k->attn_values(oa, s1, kk, stride, np, hd, f16);
+                CHECK_MSG(memcmp(oa, os, sizeof(float) * (size_t)hd) == 0, "%s attn_values hd=%d np=%d f16=%d",
+                          k->name, hd, np, f16);
+                double r0 = o0[0], mg = fabs(o0[0]);
+                for (int p = 0; p < np; p++) {
+                    double vv = f16 ? ef__f16_to_f32(kvh[(size_t)p * stride / 2]) : kv[(size_t)p * stride / 4];
+                    r0 += s1[p] * vv;
+                    mg += fabs(s1[p] * vv);
+                }
+                CHECK_MSG(fabs(os[0] - r0) <= 1e-5 * mg, "scalar attn_values against the reference");
+            }
+            free(kv);
+            free(q);
+            free(kvh);
+            free(qh);
+            free(s1);
+            free(s2);
+            free(o0);
+            free(os);
+            free(oa);
+        }
         free(x);
         free(qa);
         free(qs);

@@ -28,22 +28,22 @@ typedef struct tm_model {
     ef_slm_weights w;
 } tm_model;
 
-static float tm_normal(ef_rng *r) { return (float)ef_rng_normal(r); }
+static inline float tm_normal(ef_rng *r) { return (float)ef_rng_normal(r); }
 
-static float *tm_mat(ef_rng *r, int64_t rows, int64_t cols, float scale) {
+static inline float *tm_mat(ef_rng *r, int64_t rows, int64_t cols, float scale) {
     float *m = malloc(sizeof(float) * (size_t)(rows * cols));
     for (int64_t i = 0; i < rows * cols; i++) m[i] = tm_normal(r) * scale;
     return m;
 }
 
-static float *tm_norm(ef_rng *r, int n) {
+static inline float *tm_norm(ef_rng *r, int n) {
     float *v = malloc(sizeof(float) * (size_t)n);
     for (int i = 0; i < n; i++) v[i] = 1.0f + 0.2f * tm_normal(r);
     return v;
 }
 
 /* ggml's reference Q4_0 quantizer (quantize_row_q4_0_ref). */
-static void tm_quant_q4_0(const float *x, void *dst, int64_t n) {
+static inline void tm_quant_q4_0(const float *x, void *dst, int64_t n) {
     ef__blk_q4_0 *y = dst;
     for (int64_t b = 0; b < n / 32; b++, x += 32) {
         float amax = 0.0f, mx = 0.0f;
@@ -64,7 +64,7 @@ static void tm_quant_q4_0(const float *x, void *dst, int64_t n) {
 }
 
 /* Stores a (rows, cols) F32 matrix as type t; returns the engine tensor. */
-static ef_slm_tensor tm_store(tm_model *m, const float *src, int64_t rows, int64_t cols, ef_slm_type t) {
+static inline ef_slm_tensor tm_store(tm_model *m, const float *src, int64_t rows, int64_t cols, ef_slm_type t) {
     size_t rb = ef__slm_row_bytes(t, cols);
     void *p = malloc(rb * (size_t)rows);
     for (int64_t r = 0; r < rows; r++) {
@@ -82,12 +82,12 @@ static ef_slm_tensor tm_store(tm_model *m, const float *src, int64_t rows, int64
 
 /* Replaces a master matrix by its stored values (what the engine computes
  * with), so the reference can run on exactly the same weights. */
-static void tm_dequant_into(float *dst, ef_slm_tensor t, int64_t rows, int64_t cols) {
+static inline void tm_dequant_into(float *dst, ef_slm_tensor t, int64_t rows, int64_t cols) {
     size_t rb = ef__slm_row_bytes(t.type, cols);
     for (int64_t r = 0; r < rows; r++) ef__slm_dequant_row(t.type, t.data, rb, r, cols, dst + r * cols);
 }
 
-static void tm_free(tm_model *m) {
+static inline void tm_free(tm_model *m) {
     int L = m->cfg.n_layers;
     float **arrs[9] = {m->attn_norm, m->ffn_norm, m->wq, m->wk, m->wv, m->wo, m->wg, m->wu, m->wd};
     for (int a = 0; a < 9; a++) {
@@ -108,7 +108,7 @@ static void tm_free(tm_model *m) {
  * pass anything). Matrices are stored as `t` (embedding and output too);
  * with `deq`, the masters are replaced by the stored values.
  */
-static void tm_make(tm_model *m, const ef_slm_config *cfg, int tied, ef_slm_type t, int deq, uint64_t seed) {
+static inline void tm_make(tm_model *m, const ef_slm_config *cfg, int tied, ef_slm_type t, int deq, uint64_t seed) {
     memset(m, 0, sizeof *m);
     m->cfg = *cfg;
     m->tied = tied;
@@ -161,7 +161,7 @@ static void tm_make(tm_model *m, const ef_slm_config *cfg, int tied, ef_slm_type
     m->w.layers = m->lw;
 }
 
-static void tm_matvec(double *y, const float *w, const double *x, int rows, int cols) {
+static inline void tm_matvec(double *y, const float *w, const double *x, int rows, int cols) {
     for (int r = 0; r < rows; r++) {
         double s = 0;
         for (int c = 0; c < cols; c++) s += (double)w[(size_t)r * cols + c] * x[c];
@@ -169,14 +169,14 @@ static void tm_matvec(double *y, const float *w, const double *x, int rows, int 
     }
 }
 
-static void tm_rmsnorm(double *y, const double *x, const float *w, int n, double eps) {
+static inline void tm_rmsnorm(double *y, const double *x, const float *w, int n, double eps) {
     double ss = 0;
     for (int i = 0; i < n; i++) ss += x[i] * x[i];
     double sc = 1.0 / sqrt(ss / n + eps);
     for (int i = 0; i < n; i++) y[i] = x[i] * sc * w[i];
 }
 
-static void tm_rope(double *v, int pos, int hd, double theta) {
+static inline void tm_rope(double *v, int pos, int hd, double theta) {
     for (int i = 0; i < hd / 2; i++) {
         double a = pos * pow(theta, -2.0 * i / hd), c = cos(a), s = sin(a);
         double x0 = v[2 * i], x1 = v[2 * i + 1];
@@ -186,7 +186,7 @@ static void tm_rope(double *v, int pos, int hd, double theta) {
 }
 
 /* Reference logits for every position of tokens[0..n): out is (n, vocab). */
-static void tm_reference(const tm_model *m, const int32_t *tok, int n, double *out) {
+static inline void tm_reference(const tm_model *m, const int32_t *tok, int n, double *out) {
     const ef_slm_config *c = &m->cfg;
     const int L = c->n_layers, D = c->dim, F = c->ffn_dim, V = c->vocab, H = c->n_heads;
     const int hd = D / H, HKV = c->n_kv_heads, KV = hd * HKV, grp = H / HKV;
