@@ -92,7 +92,7 @@ typedef struct ef_block_q4_0 {
 
 /* ---- type traits ----------------------------------------------------------- */
 
-/* Lower-case ggml name ("f32", "q8_0", ...) of `type`, or NULL if unknown. */
+/* ggml's name of `type` ("f32", "q8_0", "q4_K", ...), or NULL if unknown. */
 EF_API const char *ef_ggml_type_name(int type);
 
 /* The type called `name` (case-insensitive, e.g. "Q4_0"), or -1. */
@@ -152,7 +152,9 @@ EF_API void ef_dequantize_row_q4_0(const ef_block_q4_0 *x, float *y, size_t k);
  * bytes; the byte count goes to *out_bytes (may be NULL). Fails with
  * EF_ERR_INVALID for another type, a row length that is not a multiple of
  * the block size, or (quantized types) a NaN or infinite input value, named
- * by row and column; EF_ERR_UNSUPPORTED for a known type not written here.
+ * by row and column; EF_ERR_RANGE for a block whose f16 scale would
+ * overflow (max |x| above 127 * 65504 for Q8_0, 8 * 65504 for Q4_0);
+ * EF_ERR_UNSUPPORTED for a known type not written here.
  * On failure dst may be partly written.
  */
 EF_API ef_status ef_quantize(int type, const float *src, void *dst, int64_t n_rows,
