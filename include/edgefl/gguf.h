@@ -76,8 +76,9 @@ typedef struct ef_gguf_tensor {
     int64_t ne[EF_GGUF_MAX_DIMS];  /* sizes, innermost (row length) first; 1 past n_dims */
     int64_t n_elements;
     uint64_t offset;               /* within the data section */
-    const void *data;              /* inside the read-only mapping; aligned to the
-                                      file's alignment relative to the data section */
+    const void *data;              /* inside the read-only mapping (ef_gguf_open: aligned
+                                      in memory to the file's alignment; quantized blocks
+                                      can be read in place) */
     size_t nbytes;
 } ef_gguf_tensor;
 

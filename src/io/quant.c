@@ -354,6 +354,10 @@ ef_status ef_dequantize(int type, const void *src, float *dst, int64_t n) {
     size_t count = (size_t)n;
     switch (type) {
     case EF_GGML_F32:
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+        if (count) memcpy(dst, p, count * 4);
+        return EF_OK;
+#endif
         for (size_t i = 0; i < count; i++) {
             uint32_t b = (uint32_t)p[4 * i] | (uint32_t)p[4 * i + 1] << 8 |
                          (uint32_t)p[4 * i + 2] << 16 | (uint32_t)p[4 * i + 3] << 24;

@@ -14,6 +14,8 @@
  *     huge claimed counts refused before any allocation;
  *   - writer refusals and atomicity (a failing fill callback leaves the old
  *     file in place);
+ *   - every allocation failure while opening, copying and writing gives
+ *     EF_ERR_NOMEM, and the file finally written equals the source;
  *   - interop with tests/io/gguf_peer.py, an independent implementation in
  *     Python (skipped if /usr/bin/python3 is missing): it parses our files,
  *     we parse its files.
@@ -956,6 +958,77 @@ static void test_big(void) {
     free(strs);
 }
 
+/* ---- out of memory ---------------------------------------------------------------- */
+
+static long g_budget;
+static void *oom_malloc(void *u, size_t n) {
+    (void)u;
+    return g_budget-- > 0 ? malloc(n) : NULL;
+}
+static void *oom_realloc(void *u, void *p, size_t n) {
+    (void)u;
+    return g_budget-- > 0 ? realloc(p, n) : NULL;
+}
+static void oom_free(void *u, void *p) {
+    (void)u;
+    free(p);
+}
+
+/* Every allocation failure in open, build and write is reported as
+ * EF_ERR_NOMEM (or a clean status), never a crash or a leak (ASan builds). */
+static void test_oom(void) {
+    unsigned start = 1;
+    ef_gguf_writer *w0 = build_writer(&start);
+    const char *p = tpath("oom-src.gguf");
+    CHECK_OK(ef_gguf_writer_write(w0, p));
+    ef_gguf_writer_free(w0);
+    char *buf = NULL;
+    size_t len = 0;
+    CHECK_OK(ef_read_file(p, 0, &buf, &len));
+    ef_allocator a = {oom_malloc, oom_realloc, oom_free, NULL};
+    int opened = 0, written = 0, bad = 0;
+    for (long budget = 0; budget < 400 && !(opened && written); budget++) {
+        ef_set_allocator(&a);
+        g_budget = budget;
+        ef_gguf *g = NULL;
+        ef_status s1 = ef_gguf_open_memory(&g, buf, len, "oom");
+        if (s1 == EF_OK) {
+            opened = 1;
+        } else if (s1 != EF_ERR_NOMEM || g != NULL) {
+            bad++;
+        }
+        g_budget = budget;
+        ef_gguf_writer *w = NULL;
+        ef_status s2 = ef_gguf_writer_new(&w);
+        for (size_t k = 0; s2 == EF_OK && g && k < ef_gguf_kv_count(g); k++)
+            s2 = ef_gguf_copy_kv(w, g, k);
+        for (size_t t = 0; s2 == EF_OK && g && t < ef_gguf_tensor_count(g); t++) {
+            const ef_gguf_tensor *ti = ef_gguf_tensor_at(g, t);
+            s2 = ef_gguf_add_tensor(w, ti->name, ti->type, ti->n_dims, ti->ne, ti->data,
+                                    ti->nbytes);
+        }
+        if (s2 == EF_OK && g) {
+            s2 = ef_gguf_writer_write(w, tpath("oom-out.gguf"));
+            if (s2 == EF_OK) written = 1;
+        }
+        if (s2 != EF_OK && s2 != EF_ERR_NOMEM && s2 != EF_ERR_IO) bad++;
+        ef_gguf_writer_free(w);
+        ef_gguf_close(g);
+        ef_set_allocator(NULL);
+    }
+    CHECK_MSG(opened && written, "never succeeded within the allocation budget");
+    CHECK_MSG(bad == 0, "%d allocation failures gave another status", bad);
+    if (written) {
+        /* what finally got written is the same file */
+        char *b2 = NULL;
+        size_t l2 = 0;
+        CHECK_OK(ef_read_file(tpath("oom-out.gguf"), 0, &b2, &l2));
+        CHECK(l2 == len && memcmp(b2, buf, len) == 0);
+        ef_free(b2);
+    }
+    ef_free(buf);
+}
+
 /* ---- interop with the Python peer ---------------------------------------------------- */
 
 static cJSON *peer_json(const char *args) {
@@ -1086,6 +1159,7 @@ int main(void) {
     test_crafted();
     test_truncations_and_flips();
     test_big();
+    test_oom();
     test_peer();
     tu_rmtree(g_dir);
     return tu_finish("test_gguf");
