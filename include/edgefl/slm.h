@@ -101,6 +101,32 @@ typedef struct ef_slm_model ef_slm_model;
 EF_API ef_status ef_slm_model_new(ef_slm_model **out, const ef_slm_config *cfg,
                                   const ef_slm_weights *w);
 
+/*
+ * Loads a GGUF file of architecture "llama" (written by edgefl or by
+ * llama.cpp's converters), mapped read-only: the weight matrices are used in
+ * place, only the norm vectors are copied. Reads llama.embedding_length,
+ * block_count, feed_forward_length, attention.head_count,
+ * context_length (required), attention.head_count_kv (default head_count),
+ * attention.layer_norm_rms_epsilon (1e-5), rope.freq_base (10000),
+ * vocab_size (default: the token list's length), tokenizer.ggml.bos/
+ * eos_token_id (-1), and the tensors token_embd, output_norm, output
+ * (absent: tied), blk.N.{attn_norm, attn_q, attn_k, attn_v, attn_output,
+ * ffn_norm, ffn_gate, ffn_up, ffn_down}.weight with their shapes checked.
+ * Errors name the file and the key or tensor: EF_ERR_FORMAT for a missing
+ * or malformed one (and the reader's own checks), EF_ERR_UNSUPPORTED for
+ * another architecture, tensor types other than F32/F16/Q8_0/Q4_0 (norms
+ * F32/F16), rope scaling or frequency factors, a rotary or key/value size
+ * other than the head size, or bias tensors. *out: free with
+ * ef_slm_model_free.
+ */
+EF_API ef_status ef_slm_model_load(ef_slm_model **out, const char *path);
+
+/* The GGUF file a model loaded with ef_slm_model_load maps (for its
+ * tokenizer and metadata), valid while the model lives; NULL for a model
+ * made with ef_slm_model_new. */
+struct ef_gguf;
+EF_API const struct ef_gguf *ef_slm_model_gguf(const ef_slm_model *m);
+
 /* Frees a model (and unmaps its file, for a loaded one). NULL is a no-op.
  * Free every context of the model first. */
 EF_API void ef_slm_model_free(ef_slm_model *m);

@@ -13,7 +13,7 @@ static int type_ok(ef_slm_type t) {
     return t == EF_SLM_F32 || t == EF_SLM_F16 || t == EF_SLM_Q8_0 || t == EF_SLM_Q4_0;
 }
 
-static ef_status check_config(const ef_slm_config *c) {
+ef_status ef__slm_check_config(const ef_slm_config *c) {
     if (c->vocab <= 0 || c->dim <= 0 || c->n_layers <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 ||
         c->ffn_dim <= 0 || c->ctx_len <= 0)
         return ef__fail(EF_ERR_INVALID,
@@ -80,7 +80,7 @@ static int64_t mat_bytes(const ef__slm_mat *m) { return (int64_t)m->row_bytes * 
 ef_status ef_slm_model_new(ef_slm_model **out, const ef_slm_config *cfg, const ef_slm_weights *w) {
     *out = NULL;
     if (!cfg || !w) return ef__fail(EF_ERR_INVALID, "ef_slm_model_new: NULL argument");
-    ef_status st = check_config(cfg);
+    ef_status st = ef__slm_check_config(cfg);
     if (st != EF_OK) return st;
     if (!w->layers) return ef__fail(EF_ERR_INVALID, "model weights: no layers");
     ef_slm_model *m = ef_calloc(1, sizeof *m);

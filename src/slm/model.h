@@ -33,6 +33,9 @@ struct ef_slm_model {
     void (*owner_free)(void *owner);
 };
 
+/* Checks a configuration as ef_slm_model_new does (message without a prefix). */
+ef_status ef__slm_check_config(const ef_slm_config *c);
+
 /* The model and the tokens-per-pass of a context. */
 const ef_slm_model *ef__slm_ctx_model(const ef_slm_ctx *c);
 int ef__slm_ctx_batch(const ef_slm_ctx *c);
