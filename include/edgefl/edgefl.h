@@ -31,5 +31,7 @@
 #include "edgefl/gateway.h"
 #include "edgefl/serve.h"
 #include "edgefl/transport.h"
+#include "edgefl/gguf.h"
+#include "edgefl/quant.h"
 
 #endif /* EDGEFL_EDGEFL_H */
