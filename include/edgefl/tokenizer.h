@@ -125,7 +125,9 @@ EF_API void ef_tokenizer_free(ef_tokenizer *tok);
  * Encodes `len` bytes of `text` (any bytes) into token ids. *ids is a new
  * array of *n_ids ids (ef_free it; non-NULL even when empty). Pre-tokens up
  * to 64 bytes are cached in the tokenizer. Fails with EF_ERR_INVALID (NULL
- * arguments, unknown flags) or EF_ERR_NOMEM; then *ids is NULL and *n_ids 0.
+ * arguments, unknown flags), EF_ERR_RANGE (len above INT32_MAX: encode such
+ * text in pieces cut at line ends) or EF_ERR_NOMEM; then *ids is NULL and
+ * *n_ids 0.
  */
 EF_API ef_status ef_tokenizer_encode(const ef_tokenizer *tok, const void *text, size_t len,
                                      unsigned flags, int32_t **ids, size_t *n_ids);
