@@ -26,8 +26,12 @@ seed=$(mktemp -d)
 rm -rf "$seed"
 # a gateway seed: a genuine local update (no patch), then an empty upstream message
 printf '\x02\x00\x00\x01\x00\x00' >"$corpus/gateway/seed"
+# tokenizer seeds: a valid tokenizer file, and text for the built-in tokenizer (leading 0x01)
+mkdir -p "$corpus/tokenizer"
+"$B/fuzz/fuzz_tokenizer" --make-seed "$corpus/tokenizer" >/dev/null 2>&1
+printf '\x01In the beginning<|endoftext|>\xff\xfe caf\xc3\xa9  \n' >"$corpus/tokenizer/text"
 for t in fuzz_idx:idx fuzz_safetensors:safetensors fuzz_wire:wire fuzz_secagg:secagg fuzz_state:state \
-    fuzz_gateway:gateway fuzz_gguf:gguf; do
+    fuzz_gateway:gateway fuzz_gguf:gguf fuzz_tokenizer:tokenizer; do
     bin=${t%%:*} dir=${t##*:}
     echo "== $bin for ${S}s"
     "$B/fuzz/$bin" -max_total_time="$S" -max_len=65536 -rss_limit_mb=2048 \

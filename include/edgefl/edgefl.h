@@ -33,5 +33,7 @@
 #include "edgefl/transport.h"
 #include "edgefl/gguf.h"
 #include "edgefl/quant.h"
+#include "edgefl/tokenizer.h"
+#include "edgefl/corpus.h"
 
 #endif /* EDGEFL_EDGEFL_H */

@@ -122,5 +122,7 @@ int cmd_aggregator(int argc, char **argv);
 int cmd_worker(int argc, char **argv);
 int cmd_quantize(int argc, char **argv);
 int cmd_gguf_info(int argc, char **argv);
+int cmd_tokenizer(int argc, char **argv);
+int cmd_corpus(int argc, char **argv);
 
 #endif /* EDGEFL_CLI_H */
