@@ -127,6 +127,17 @@ EF_API ef_status ef_slm_model_load(ef_slm_model **out, const char *path);
 struct ef_gguf;
 EF_API const struct ef_gguf *ef_slm_model_gguf(const ef_slm_model *m);
 
+/*
+ * The byte-level BPE tokenizer stored in a GGUF file's tokenizer.ggml.*
+ * arrays (tokens, token_type, merges), e.g. ef_slm_model_gguf's. Only
+ * tokenizer.ggml.model "gpt2" with pre-tokenizer "gpt-2" (or none given) is
+ * supported: EF_ERR_NOT_FOUND without a tokenizer, EF_ERR_UNSUPPORTED for
+ * another kind, EF_ERR_FORMAT (and ef_tokenizer_from_vocab's checks) for
+ * malformed arrays. *out: free with ef_tokenizer_free.
+ */
+struct ef_tokenizer;
+EF_API ef_status ef_slm_tokenizer_from_gguf(const struct ef_gguf *g, struct ef_tokenizer **out);
+
 /* Frees a model (and unmaps its file, for a loaded one). NULL is a no-op.
  * Free every context of the model first. */
 EF_API void ef_slm_model_free(ef_slm_model *m);
@@ -170,6 +181,9 @@ EF_API int ef_slm_ctx_pos(const ef_slm_ctx *c);
 
 /* KV cache size in positions. */
 EF_API int ef_slm_ctx_size(const ef_slm_ctx *c);
+
+/* Threads the context's passes run on. */
+EF_API int ef_slm_ctx_threads(const ef_slm_ctx *c);
 
 /* Name of the kernel set the context runs ("scalar", "avx2", "avx512"). */
 EF_API const char *ef_slm_ctx_isa(const ef_slm_ctx *c);

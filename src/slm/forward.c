@@ -34,8 +34,8 @@ typedef struct thr_buf {
     float *xn;       /* (B, max(D, F)) normalized rows */
     uint16_t *xh;    /* F16 copy of the current activation rows */
     void *xq;        /* Q8_0 copy */
-    float *sc;       /* (n_ctx) attention scores */
     float *kr;       /* (2, head_dim) this thread's rotated key of the current position, its query */
+    void *acc;       /* (head_dim) attention accumulator, F16 or F32 */
     void *kc, *vc;   /* the same in the cache's type */
     void *qc;        /* (head_dim) query in the cache's type */
     int kr_g;        /* group kr/vr hold, -1 if none */
@@ -120,15 +120,6 @@ static void rope_table(float *cs, int pos, int hd, float theta_base) {
     }
 }
 
-/* Rotates the adjacent pairs of one head in place. */
-static void rope(float *v, const float *cs, int hd) {
-    for (int i = 0; i < hd / 2; i++) {
-        float x0 = v[2 * i], x1 = v[2 * i + 1], c = cs[2 * i], s = cs[2 * i + 1];
-        v[2 * i] = x0 * c - x1 * s;
-        v[2 * i + 1] = x0 * s + x1 * c;
-    }
-}
-
 /* The activation rows in vec-dot type vt, converted by this thread on first use. */
 static const void *act_get(const ef_slm_ctx *c, thr_buf *tb, act *a, ef_slm_type vt, size_t *stride) {
     if (vt == EF_SLM_F32) {
@@ -192,11 +183,11 @@ static void attend(ef_slm_ctx *c, thr_buf *tb, int l, int t, int h) {
         /* rotate the query privately; rotate this group's new key once */
         float *qr = tb->kr + hd;
         memcpy(qr, qv, sizeof(float) * (size_t)hd);
-        rope(qr, c->cs, hd);
+        c->k->rope(qr, c->cs, 1, hd);
         qv = qr;
         if (tb->kr_g != g) {
             memcpy(tb->kr, c->kn + (size_t)g * hd, sizeof(float) * (size_t)hd);
-            rope(tb->kr, c->cs, hd);
+            c->k->rope(tb->kr, c->cs, 1, hd);
             to_cache(c, tb->kc, tb->kr, hd);
             to_cache(c, tb->vc, c->vn + (size_t)g * hd, hd);
             tb->kr_g = g;
@@ -208,7 +199,7 @@ static void attend(ef_slm_ctx *c, thr_buf *tb, int l, int t, int h) {
         kcur = tb->kc;
         vcur = tb->vc;
     }
-    /* scores of the cached positions, then (single token) of the current one */
+    /* the cached positions, then (single token) the current one */
     const size_t stride = (size_t)m->kv_dim * c->kv_elem;
     const void *qk = qv;
     if (!c->kv_f32) {
@@ -216,22 +207,12 @@ static void attend(ef_slm_ctx *c, thr_buf *tb, int l, int t, int h) {
         qk = tb->qc;
     }
     const int f16 = !c->kv_f32, np = kcur ? pos : pos + 1;
-    float *sc = tb->sc, mx = -INFINITY;
-    c->k->attn_scores(sc, qk, cache_at(c, c->kcache, l, 0, g), stride, np, hd, scale, f16);
-    if (kcur) c->k->attn_scores(sc + pos, qk, kcur, stride, 1, hd, scale, f16);
-    for (int p = 0; p <= pos; p++) mx = sc[p] > mx ? sc[p] : mx;
-    float sum = 0.0f;
-    for (int p = 0; p <= pos; p++) {
-        float e = expf(sc[p] - mx);
-        sc[p] = e;
-        sum += e;
-    }
-    float *o = c->att + (size_t)t * m->cfg.dim + (size_t)h * hd;
-    memset(o, 0, sizeof(float) * (size_t)hd);
-    c->k->attn_values(o, sc, cache_at(c, c->vcache, l, 0, g), stride, np, hd, f16);
-    if (vcur) c->k->attn_values(o, sc + pos, vcur, stride, 1, hd, f16);
-    const float inv = 1.0f / sum;
-    for (int i = 0; i < hd; i++) o[i] *= inv;
+    ef__fa st = {-INFINITY, 0.0f};
+    memset(tb->acc, 0, (size_t)hd * c->kv_elem);
+    c->k->fa_rows(&st, tb->acc, qk, cache_at(c, c->kcache, l, 0, g), cache_at(c, c->vcache, l, 0, g), stride, np,
+                  hd, scale, f16);
+    if (kcur) c->k->fa_rows(&st, tb->acc, qk, kcur, vcur, stride, 1, hd, scale, f16);
+    c->k->fa_finish(c->att + (size_t)t * m->cfg.dim + (size_t)h * hd, &st, tb->acc, hd, f16);
 }
 
 /* ---- the pass -------------------------------------------------------------- */
@@ -272,12 +253,12 @@ static void forward_thread(void *arg, int tid, int nth) {
             for (int64_t it = b; it < e; it++) {
                 if (it < (int64_t)T * H) {
                     int t = (int)(it / H), h = (int)(it % H);
-                    rope(c->q + t * D + (int64_t)h * hd, c->cs + t * hd, hd);
+                    c->k->rope(c->q + t * D + (int64_t)h * hd, c->cs + t * hd, 1, hd);
                 } else {
                     int64_t j = it - (int64_t)T * H;
                     int t = (int)(j / HKV), g = (int)(j % HKV);
                     float *kv = c->kn + t * KV + (int64_t)g * hd;
-                    rope(kv, c->cs + t * hd, hd);
+                    c->k->rope(kv, c->cs + t * hd, 1, hd);
                     to_cache(c, cache_at(c, c->kcache, l, c->pos0 + t, g), kv, hd);
                     to_cache(c, cache_at(c, c->vcache, l, c->pos0 + t, g), c->vn + t * KV + (int64_t)g * hd, hd);
                 }
@@ -301,11 +282,8 @@ static void forward_thread(void *arg, int tid, int nth) {
         split(F, tid, nth, 8, &b, &e);
         mat_rows(c, tb, &af, &ly->w_gate, c->g, F, b, e);
         mat_rows(c, tb, &af, &ly->w_up, c->u, F, b, e);
-        for (int t = 0; t < T; t++)
-            for (int64_t r = b; r < e; r++) {
-                float gv = c->g[t * F + r];
-                c->g[t * F + r] = gv / (1.0f + expf(-gv)) * c->u[t * F + r];
-            }
+        /* b is a multiple of 8, so the groups of eight start where llama.cpp's do */
+        for (int t = 0; t < T && b < e; t++) c->k->swiglu(c->g + t * F + b, c->u + t * F + b, e - b);
         barrier(c, nth);
         act ad = {c->g, F, T, 0};
         split(D, tid, nth, 8, &b, &e);
@@ -376,7 +354,7 @@ ef_status ef_slm_ctx_new(ef_slm_ctx **out, const ef_slm_model *m, const ef_slm_c
     c->n_tb = ef_pool_threads(c->pool);
     size_t q8 = W % EF_QK == 0 ? ef__slm_row_bytes(EF_SLM_Q8_0, W) : 0;
     size_t per = sizeof(float) * (size_t)(B * W) + 2 * (size_t)(B * W) + (size_t)B * q8 +
-                 sizeof(float) * (size_t)o.n_ctx + sizeof(float) * (size_t)(4 * hd) + 4 * (size_t)(3 * hd);
+                 sizeof(float) * (size_t)(2 * hd) + 4 * (size_t)(4 * hd);
     per = (per + 63) & ~(size_t)63;
     c->tb = ef_calloc((size_t)c->n_tb, sizeof *c->tb);
     c->tb_mem = ef_malloc(per * (size_t)c->n_tb + 64);
@@ -386,11 +364,11 @@ ef_status ef_slm_ctx_new(ef_slm_ctx **out, const ef_slm_model *m, const ef_slm_c
         thr_buf *t = &c->tb[i];
         char *q = p;
         t->xn = (float *)q, q += sizeof(float) * (size_t)(B * W);
-        t->sc = (float *)q, q += sizeof(float) * (size_t)o.n_ctx;
         t->kr = (float *)q, q += sizeof(float) * (size_t)(2 * hd);
         t->kc = q, q += 4 * (size_t)hd;
         t->vc = q, q += 4 * (size_t)hd;
         t->qc = q, q += 4 * (size_t)hd;
+        t->acc = q, q += 4 * (size_t)hd;
         t->xh = (uint16_t *)q, q += 2 * (size_t)(B * W);
         t->xq = q;
     }
@@ -423,6 +401,8 @@ int ef__slm_ctx_batch(const ef_slm_ctx *c) { return c->n_batch; }
 int ef_slm_ctx_size(const ef_slm_ctx *c) { return c->n_ctx; }
 
 const char *ef_slm_ctx_isa(const ef_slm_ctx *c) { return c->k->name; }
+
+int ef_slm_ctx_threads(const ef_slm_ctx *c) { return ef_pool_threads(c->pool); }
 
 ef_status ef_slm_ctx_rewind(ef_slm_ctx *c, int pos) {
     if (pos < 0 || pos > c->pos)

@@ -60,23 +60,75 @@ static float dot_f16_scalar(const uint16_t *a, const uint16_t *b, int64_t n) {
     return s;
 }
 
-static void attn_scores_scalar(float *sc, const void *q, const void *k, size_t stride, int np, int hd,
-                               float scale, int f16) {
+/* ggml_vec_dot_f16 / _f32 (AVX2 build): four 8-lane accumulators over the
+ * first n - n%32 elements, reduced like GGML_F32x8_REDUCE, then the rest in
+ * double. F16 selects half-precision inputs. */
+static float ggml_dot(const void *x, const void *y, int n, int f16) {
+    float acc[4][8] = {{0}};
+    const int n32 = n - n % 32;
+#define LD(p, i) (f16 ? ef__f16_to_f32(((const uint16_t *)(p))[i]) : ((const float *)(p))[i])
+    for (int i = 0; i < n32; i += 32)
+        for (int j = 0; j < 4; j++)
+            for (int l = 0; l < 8; l++) acc[j][l] = fmaf(LD(x, i + 8 * j + l), LD(y, i + 8 * j + l), acc[j][l]);
+    float a[8], t0[4];
+    for (int l = 0; l < 8; l++) a[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+    for (int l = 0; l < 4; l++) t0[l] = a[l] + a[l + 4];
+    double sum = (double)((t0[0] + t0[1]) + (t0[2] + t0[3]));
+    for (int i = n32; i < n; i++) sum += (double)(LD(x, i) * LD(y, i));
+#undef LD
+    return (float)sum;
+}
+
+static void fa_rows_scalar(ef__fa *st, void *acc, const void *q, const void *k, const void *v, size_t stride,
+                           int np, int hd, float scale, int f16) {
     for (int p = 0; p < np; p++) {
-        const void *kp = (const char *)k + (size_t)p * stride;
-        sc[p] = (f16 ? dot_f16_scalar(q, kp, hd) : dot_f32_scalar(q, kp, hd)) * scale;
+        const char *kp = (const char *)k + (size_t)p * stride, *vp = (const char *)v + (size_t)p * stride;
+        float s = ggml_dot(kp, q, hd, f16) * scale, ms = 1.0f, vs = 1.0f;
+        if (s > st->M) {
+            ms = expf(st->M - s);
+            st->M = s;
+            for (int i = 0; i < hd; i++) {
+                if (f16) ((uint16_t *)acc)[i] = ef__f32_to_f16(ef__f16_to_f32(((uint16_t *)acc)[i]) * ms);
+                else ((float *)acc)[i] *= ms;
+            }
+        } else {
+            vs = expf(s - st->M);
+        }
+        for (int i = 0; i < hd; i++) {
+            if (f16) {
+                uint16_t *a = (uint16_t *)acc + i;
+                *a = ef__f32_to_f16(fmaf(ef__f16_to_f32(((const uint16_t *)vp)[i]), vs, ef__f16_to_f32(*a)));
+            } else {
+                float *a = (float *)acc + i;
+                *a = fmaf(((const float *)vp)[i], vs, *a);
+            }
+        }
+        st->S = fmaf(st->S, ms, vs);
     }
 }
 
-static void attn_values_scalar(float *out, const float *pr, const void *v, size_t stride, int np, int hd,
-                               int f16) {
-    for (int p = 0; p < np; p++) {
-        const char *vp = (const char *)v + (size_t)p * stride;
-        for (int i = 0; i < hd; i++) {
-            float x = f16 ? ef__f16_to_f32(((const uint16_t *)vp)[i]) : ((const float *)vp)[i];
-            out[i] = fmaf(pr[p], x, out[i]);
+static void fa_finish_scalar(float *out, const ef__fa *st, const void *acc, int hd, int f16) {
+    const float inv = st->S == 0.0f ? 0.0f : 1.0f / st->S;
+    for (int i = 0; i < hd; i++)
+        out[i] = (f16 ? ef__f16_to_f32(((const uint16_t *)acc)[i]) : ((const float *)acc)[i]) * inv;
+}
+
+static void rope_scalar(float *v, const float *cs, int n_heads, int hd) {
+    for (int h = 0; h < n_heads; h++, v += hd)
+        for (int i = 0; i < hd / 2; i++) {
+            const float x0 = v[2 * i], x1 = v[2 * i + 1], c = cs[2 * i], s = cs[2 * i + 1];
+            v[2 * i] = fmaf(x0, c, -(x1 * s));
+            v[2 * i + 1] = fmaf(x0, s, x1 * c);
         }
+}
+
+static void swiglu_scalar(float *g, const float *u, int64_t n) {
+    int64_t i = 0, n8 = n - n % 8;
+    for (; i < n8; i++) {
+        const float x = g[i];
+        g[i] = x / (1.0f + ef__ggml_expf(0.0f - x)) * u[i];
     }
+    for (; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
 /* ---- matrix products -------------------------------------------------------- */
@@ -152,7 +204,7 @@ static void gemm_q4_0_scalar(float *y, int64_t ldy, const void *w, size_t w_stri
 const ef__slm_kernels ef__slm_kernels_scalar = {
     "scalar",        quant_q8_0_scalar, to_f16_scalar,   from_f16_scalar,
     gemm_f32_scalar, gemm_f16_scalar,   gemm_q8_0_scalar, gemm_q4_0_scalar,
-    attn_scores_scalar, attn_values_scalar,
+    fa_rows_scalar,  fa_finish_scalar,  rope_scalar,      swiglu_scalar,
 };
 
 /* ---- helpers over any set ------------------------------------------------ */

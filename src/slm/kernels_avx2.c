@@ -91,19 +91,20 @@ TGT static void gemm_q4_0_avx2(GEMM_ARGS) { GEMM_DRIVER_Q(TILE_Q4, TILE_ARGS); }
 TGT static void quant_q8_0_avx2(void *dst, const float *x, int64_t n) { x86_quant_q8_0(dst, x, n); }
 TGT static void to_f16_avx2(uint16_t *dst, const float *x, int64_t n) { x86_to_f16(dst, x, n); }
 TGT static void from_f16_avx2(float *dst, const uint16_t *x, int64_t n) { x86_from_f16(dst, x, n); }
-TGT static void attn_scores_avx2(float *sc, const void *q, const void *k, size_t stride, int np, int hd,
-                              float scale, int f16) {
-    x86_attn_scores(sc, q, k, stride, np, hd, scale, f16);
+TGT static void fa_rows_avx2(ef__fa *st, void *acc, const void *q, const void *k, const void *v, size_t stride,
+                          int np, int hd, float scale, int f16) {
+    x86_fa_rows(st, acc, q, k, v, stride, np, hd, scale, f16);
 }
-TGT static void attn_values_avx2(float *out, const float *pr, const void *v, size_t stride, int np, int hd,
-                              int f16) {
-    x86_attn_values(out, pr, v, stride, np, hd, f16);
+TGT static void fa_finish_avx2(float *out, const ef__fa *st, const void *acc, int hd, int f16) {
+    x86_fa_finish(out, st, acc, hd, f16);
 }
+TGT static void rope_avx2(float *v, const float *cs, int n_heads, int hd) { x86_rope(v, cs, n_heads, hd); }
+TGT static void swiglu_avx2(float *g, const float *u, int64_t n) { x86_swiglu(g, u, n); }
 
 const ef__slm_kernels ef__slm_kernels_avx2 = {
     "avx2",        quant_q8_0_avx2, to_f16_avx2,    from_f16_avx2,
     gemm_f32_avx2, gemm_f16_avx2,   gemm_q8_0_avx2, gemm_q4_0_avx2,
-    attn_scores_avx2, attn_values_avx2,
+    fa_rows_avx2, fa_finish_avx2, rope_avx2, swiglu_avx2,
 };
 
 #endif /* __x86_64__ */

@@ -214,19 +214,20 @@ TGT static void gemm_q4_0_512(GEMM_ARGS) { GEMM_DRIVER512(T512_Q4, T256_Q4, TILE
 TGT static void quant_q8_0_512(void *dst, const float *x, int64_t n) { x86_quant_q8_0(dst, x, n); }
 TGT static void to_f16_512(uint16_t *dst, const float *x, int64_t n) { x86_to_f16(dst, x, n); }
 TGT static void from_f16_512(float *dst, const uint16_t *x, int64_t n) { x86_from_f16(dst, x, n); }
-TGT static void attn_scores_512(float *sc, const void *q, const void *k, size_t stride, int np, int hd,
-                              float scale, int f16) {
-    x86_attn_scores(sc, q, k, stride, np, hd, scale, f16);
+TGT static void fa_rows_512(ef__fa *st, void *acc, const void *q, const void *k, const void *v, size_t stride,
+                          int np, int hd, float scale, int f16) {
+    x86_fa_rows(st, acc, q, k, v, stride, np, hd, scale, f16);
 }
-TGT static void attn_values_512(float *out, const float *pr, const void *v, size_t stride, int np, int hd,
-                              int f16) {
-    x86_attn_values(out, pr, v, stride, np, hd, f16);
+TGT static void fa_finish_512(float *out, const ef__fa *st, const void *acc, int hd, int f16) {
+    x86_fa_finish(out, st, acc, hd, f16);
 }
+TGT static void rope_512(float *v, const float *cs, int n_heads, int hd) { x86_rope(v, cs, n_heads, hd); }
+TGT static void swiglu_512(float *g, const float *u, int64_t n) { x86_swiglu(g, u, n); }
 
 const ef__slm_kernels KSET = {
     KNAME,        quant_q8_0_512, to_f16_512,    from_f16_512,
     gemm_f32_512, gemm_f16_512,   gemm_q8_0_512, gemm_q4_0_512,
-    attn_scores_512, attn_values_512,
+    fa_rows_512, fa_finish_512, rope_512, swiglu_512,
 };
 
 #endif /* KSET */

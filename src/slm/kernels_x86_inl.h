@@ -87,58 +87,145 @@ INL float x86_dot_f16(const uint16_t *a, const uint16_t *b, int64_t n) {
     return s;
 }
 
-INL void x86_attn_scores(float *sc, const void *q, const void *k, size_t stride, int np, int hd, float scale,
-                         int f16) {
-    if (f16)
-        for (int p = 0; p < np; p++) sc[p] = x86_dot_f16(q, (const uint16_t *)((const char *)k + (size_t)p * stride), hd) * scale;
-    else
-        for (int p = 0; p < np; p++) sc[p] = x86_dot_f32(q, (const float *)((const char *)k + (size_t)p * stride), hd) * scale;
+/* ggml_vec_dot_f16 / _f32 as ggml's AVX2 build computes them (see fa_rows). */
+INL float x86_ggml_dot(const void *x, const void *y, int n, int f16) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    const int n32 = n - n % 32;
+#define LD8(p, i) (f16 ? ld_h8((const uint16_t *)(p) + (i)) : _mm256_loadu_ps((const float *)(p) + (i)))
+    for (int i = 0; i < n32; i += 32) {
+        s0 = _mm256_fmadd_ps(LD8(x, i), LD8(y, i), s0);
+        s1 = _mm256_fmadd_ps(LD8(x, i + 8), LD8(y, i + 8), s1);
+        s2 = _mm256_fmadd_ps(LD8(x, i + 16), LD8(y, i + 16), s2);
+        s3 = _mm256_fmadd_ps(LD8(x, i + 24), LD8(y, i + 24), s3);
+    }
+#undef LD8
+    s0 = _mm256_add_ps(_mm256_add_ps(s0, s2), _mm256_add_ps(s1, s3));
+    const __m128 t0 = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
+    const __m128 t1 = _mm_hadd_ps(t0, t0);
+    double sum = (double)_mm_cvtss_f32(_mm_hadd_ps(t1, t1));
+    for (int i = n32; i < n; i++) {
+        float a = f16 ? h2f(((const uint16_t *)x)[i]) : ((const float *)x)[i];
+        float b = f16 ? h2f(((const uint16_t *)y)[i]) : ((const float *)y)[i];
+        float p = a * b;
+        sum += (double)p;
+    }
+    return (float)sum;
 }
 
-/* Four vectors (32 elements) of the output stay in registers over all
- * positions; the order per element is the same as one position at a time. */
-INL void x86_attn_values(float *out, const float *pr, const void *v, size_t stride, int np, int hd, int f16) {
-    int i = 0;
-    for (; i + 32 <= hd; i += 32) {
-        __m256 o0 = _mm256_loadu_ps(out + i), o1 = _mm256_loadu_ps(out + i + 8);
-        __m256 o2 = _mm256_loadu_ps(out + i + 16), o3 = _mm256_loadu_ps(out + i + 24);
-        for (int p = 0; p < np; p++) {
-            const char *vp = (const char *)v + (size_t)p * stride;
-            __m256 a = _mm256_set1_ps(pr[p]);
+INL void x86_fa_rows(ef__fa *st, void *acc, const void *q, const void *k, const void *v, size_t stride, int np,
+                     int hd, float scale, int f16) {
+    const int h8 = hd - hd % 8;
+    for (int p = 0; p < np; p++) {
+        const char *kp = (const char *)k + (size_t)p * stride, *vp = (const char *)v + (size_t)p * stride;
+        float s = x86_ggml_dot(kp, q, hd, f16) * scale, ms = 1.0f, vs = 1.0f;
+        if (s > st->M) {
+            ms = expf(st->M - s);
+            st->M = s;
+            const __m256 m8 = _mm256_set1_ps(ms);
+            int i = 0;
             if (f16) {
-                const uint16_t *h = (const uint16_t *)vp + i;
-                o0 = _mm256_fmadd_ps(a, ld_h8(h), o0);
-                o1 = _mm256_fmadd_ps(a, ld_h8(h + 8), o1);
-                o2 = _mm256_fmadd_ps(a, ld_h8(h + 16), o2);
-                o3 = _mm256_fmadd_ps(a, ld_h8(h + 24), o3);
+                uint16_t *a = acc;
+                for (; i < h8; i += 8)
+                    _mm_storeu_si128((__m128i *)(a + i), _mm256_cvtps_ph(_mm256_mul_ps(ld_h8(a + i), m8), _MM_FROUND_TO_NEAREST_INT));
+                for (; i < hd; i++) a[i] = f2h(h2f(a[i]) * ms);
             } else {
-                const float *f = (const float *)vp + i;
-                o0 = _mm256_fmadd_ps(a, _mm256_loadu_ps(f), o0);
-                o1 = _mm256_fmadd_ps(a, _mm256_loadu_ps(f + 8), o1);
-                o2 = _mm256_fmadd_ps(a, _mm256_loadu_ps(f + 16), o2);
-                o3 = _mm256_fmadd_ps(a, _mm256_loadu_ps(f + 24), o3);
+                float *a = acc;
+                for (; i < h8; i += 8) _mm256_storeu_ps(a + i, _mm256_mul_ps(_mm256_loadu_ps(a + i), m8));
+                for (; i < hd; i++) a[i] *= ms;
             }
+        } else {
+            vs = expf(s - st->M);
         }
-        _mm256_storeu_ps(out + i, o0);
-        _mm256_storeu_ps(out + i + 8, o1);
-        _mm256_storeu_ps(out + i + 16, o2);
-        _mm256_storeu_ps(out + i + 24, o3);
+        const __m256 v8 = _mm256_set1_ps(vs);
+        int i = 0;
+        if (f16) {
+            uint16_t *a = acc;
+            const uint16_t *vv = (const uint16_t *)vp;
+            for (; i < h8; i += 8)
+                _mm_storeu_si128((__m128i *)(a + i),
+                                 _mm256_cvtps_ph(_mm256_fmadd_ps(ld_h8(vv + i), v8, ld_h8(a + i)), _MM_FROUND_TO_NEAREST_INT));
+            for (; i < hd; i++) a[i] = f2h(fmaf(h2f(vv[i]), vs, h2f(a[i])));
+        } else {
+            float *a = acc;
+            const float *vv = (const float *)vp;
+            for (; i < h8; i += 8)
+                _mm256_storeu_ps(a + i, _mm256_fmadd_ps(_mm256_loadu_ps(vv + i), v8, _mm256_loadu_ps(a + i)));
+            for (; i < hd; i++) a[i] = fmaf(vv[i], vs, a[i]);
+        }
+        st->S = fmaf(st->S, ms, vs);
     }
-    for (; i + 8 <= hd; i += 8) {
-        __m256 o = _mm256_loadu_ps(out + i);
-        for (int p = 0; p < np; p++) {
-            const char *vp = (const char *)v + (size_t)p * stride;
-            __m256 x = f16 ? ld_h8((const uint16_t *)vp + i) : _mm256_loadu_ps((const float *)vp + i);
-            o = _mm256_fmadd_ps(_mm256_set1_ps(pr[p]), x, o);
+}
+
+INL void x86_fa_finish(float *out, const ef__fa *st, const void *acc, int hd, int f16) {
+    const float inv = st->S == 0.0f ? 0.0f : 1.0f / st->S;
+    const __m256 i8 = _mm256_set1_ps(inv);
+    int i = 0;
+    for (; i + 8 <= hd; i += 8)
+        _mm256_storeu_ps(out + i, _mm256_mul_ps(f16 ? ld_h8((const uint16_t *)acc + i)
+                                                     : _mm256_loadu_ps((const float *)acc + i), i8));
+    for (; i < hd; i++) out[i] = (f16 ? h2f(((const uint16_t *)acc)[i]) : ((const float *)acc)[i]) * inv;
+}
+
+INL void x86_rope(float *v, const float *cs, int n_heads, int hd) {
+    const __m256 neg_even = _mm256_castsi256_ps(_mm256_setr_epi32((int)0x80000000u, 0, (int)0x80000000u, 0,
+                                                                  (int)0x80000000u, 0, (int)0x80000000u, 0));
+    const int h8 = hd - hd % 8;
+    for (int h = 0; h < n_heads; h++, v += hd) {
+        int i = 0;
+        for (; i < h8; i += 8) {
+            const __m256 x = _mm256_loadu_ps(v + i), c = _mm256_loadu_ps(cs + i);
+            const __m256 x0 = _mm256_moveldup_ps(x), x1 = _mm256_movehdup_ps(x);
+            /* (-s, c) per pair, times x1: -(x1*s) and x1*c exactly as the scalar form */
+            const __m256 t = _mm256_mul_ps(x1, _mm256_xor_ps(_mm256_permute_ps(c, 0xb1), neg_even));
+            _mm256_storeu_ps(v + i, _mm256_fmadd_ps(x0, c, t));
         }
-        _mm256_storeu_ps(out + i, o);
+        for (; i < hd; i += 2) {
+            const float x0 = v[i], x1 = v[i + 1], c = cs[i], s = cs[i + 1];
+            v[i] = fmaf(x0, c, -(x1 * s));
+            v[i + 1] = fmaf(x0, s, x1 * c);
+        }
     }
-    for (; i < hd; i++)
-        for (int p = 0; p < np; p++) {
-            const char *vp = (const char *)v + (size_t)p * stride;
-            float x = f16 ? h2f(((const uint16_t *)vp)[i]) : ((const float *)vp)[i];
-            out[i] = fmaf(pr[p], x, out[i]);
-        }
+}
+
+/* ggml_v_expf and ggml_v_silu (ggml-cpu vec.h, x86 AVX2 + FMA). */
+INL __m256 x86_ggml_expf8(__m256 x) {
+    const __m256 r = _mm256_set1_ps(0x1.8p23f);
+    const __m256 z = _mm256_fmadd_ps(x, _mm256_set1_ps(0x1.715476p+0f), r);
+    const __m256 n = _mm256_sub_ps(z, r);
+    const __m256 b = _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.7f7d1cp-20f),
+                                      _mm256_fnmadd_ps(n, _mm256_set1_ps(0x1.62e4p-1f), x));
+    const __m256i e = _mm256_slli_epi32(_mm256_castps_si256(z), 23);
+    const __m256 k = _mm256_castsi256_ps(_mm256_add_epi32(e, _mm256_castps_si256(_mm256_set1_ps(1))));
+    const __m256i c = _mm256_castps_si256(
+        _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.f), n), _mm256_set1_ps(126), _CMP_GT_OQ));
+    const __m256 u = _mm256_mul_ps(b, b);
+    const __m256 j = _mm256_fmadd_ps(
+        _mm256_fmadd_ps(_mm256_fmadd_ps(_mm256_set1_ps(0x1.0e4020p-7f), b, _mm256_set1_ps(0x1.573e2ep-5f)), u,
+                        _mm256_fmadd_ps(_mm256_set1_ps(0x1.555e66p-3f), b, _mm256_set1_ps(0x1.fffdb6p-2f))),
+        u, _mm256_mul_ps(_mm256_set1_ps(0x1.ffffecp-1f), b));
+    if (!_mm256_movemask_ps(_mm256_castsi256_ps(c))) return _mm256_fmadd_ps(j, k, k);
+    const __m256i g = _mm256_and_si256(_mm256_castps_si256(_mm256_cmp_ps(n, _mm256_setzero_ps(), _CMP_LE_OQ)),
+                                       _mm256_set1_epi32((int)0x82000000u));
+    const __m256 s1 = _mm256_castsi256_ps(_mm256_add_epi32(g, _mm256_set1_epi32(0x7f000000)));
+    const __m256 s2 = _mm256_castsi256_ps(_mm256_sub_epi32(e, g));
+    const __m256i d = _mm256_castps_si256(
+        _mm256_cmp_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.f), n), _mm256_set1_ps(192), _CMP_GT_OQ));
+    return _mm256_or_ps(
+        _mm256_and_ps(_mm256_castsi256_ps(d), _mm256_mul_ps(s1, s1)),
+        _mm256_andnot_ps(_mm256_castsi256_ps(d),
+                         _mm256_or_ps(_mm256_and_ps(_mm256_castsi256_ps(c), _mm256_mul_ps(_mm256_fmadd_ps(s2, j, s2), s1)),
+                                      _mm256_andnot_ps(_mm256_castsi256_ps(c), _mm256_fmadd_ps(k, j, k)))));
+}
+
+INL void x86_swiglu(float *g, const float *u, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 x = _mm256_loadu_ps(g + i);
+        const __m256 e = x86_ggml_expf8(_mm256_sub_ps(_mm256_setzero_ps(), x));
+        const __m256 silu = _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1), e));
+        _mm256_storeu_ps(g + i, _mm256_mul_ps(silu, _mm256_loadu_ps(u + i)));
+    }
+    for (; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
 /* ---- F32 / F16 matrix products ------------------------------------------- */

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "edgefl/gguf.h"
+#include "edgefl/tokenizer.h"
 #include "model.h"
 
 typedef struct loader {
@@ -205,4 +206,66 @@ fail:
 
 const struct ef_gguf *ef_slm_model_gguf(const ef_slm_model *m) {
     return m->owner_free == close_gguf ? m->owner : NULL;
+}
+
+ef_status ef_slm_tokenizer_from_gguf(const struct ef_gguf *g, ef_tokenizer **out) {
+    *out = NULL;
+    const char *model = NULL, *pre = NULL;
+    if (ef_gguf_get_str(g, "tokenizer.ggml.model", &model, NULL) != EF_OK)
+        return ef__fail(EF_ERR_NOT_FOUND, "the file has no tokenizer (tokenizer.ggml.model)");
+    if (strcmp(model, EF_TOK_GGUF_MODEL) != 0)
+        return ef__fail(EF_ERR_UNSUPPORTED, "tokenizer model '%s' (only '%s', byte-level BPE, is supported)", model,
+                        EF_TOK_GGUF_MODEL);
+    if (ef_gguf_get_str(g, "tokenizer.ggml.pre", &pre, NULL) == EF_OK && strcmp(pre, EF_TOK_GGUF_PRE) != 0)
+        return ef__fail(EF_ERR_UNSUPPORTED, "pre-tokenizer '%s' (only '%s' is supported)", pre, EF_TOK_GGUF_PRE);
+    ef_gguf_type et;
+    uint64_t nt = 0, nm = 0, ntt = 0;
+    if (ef_gguf_get_arr(g, "tokenizer.ggml.tokens", &et, &nt) != EF_OK || et != EF_GGUF_STRING || nt == 0 ||
+        nt > EF_TOK_MAX_VOCAB)
+        return ef__fail(EF_ERR_FORMAT, "tokenizer.ggml.tokens: missing, empty, too long or not strings");
+    if (ef_gguf_get_arr(g, "tokenizer.ggml.merges", &et, &nm) != EF_OK) nm = 0;
+    else if (et != EF_GGUF_STRING) return ef__fail(EF_ERR_FORMAT, "tokenizer.ggml.merges: not strings");
+    const char **toks = ef_calloc((size_t)nt, sizeof *toks);
+    const char **merges = ef_calloc((size_t)nm + 1, sizeof *merges);
+    int32_t *types = NULL;
+    int64_t *t64 = NULL;
+    ef_status st = EF_OK;
+    if (!toks || !merges) {
+        st = EF_ERR_NOMEM;
+        goto done;
+    }
+    for (uint64_t i = 0; i < nt; i++) {
+        size_t len;
+        if ((st = ef_gguf_get_arr_str(g, "tokenizer.ggml.tokens", i, &toks[i], &len)) != EF_OK) goto done;
+        if (strlen(toks[i]) != len) {
+            st = ef__fail(EF_ERR_FORMAT, "tokenizer.ggml.tokens[%llu] contains a NUL byte", (unsigned long long)i);
+            goto done;
+        }
+    }
+    for (uint64_t i = 0; i < nm; i++) {
+        size_t len;
+        if ((st = ef_gguf_get_arr_str(g, "tokenizer.ggml.merges", i, &merges[i], &len)) != EF_OK) goto done;
+    }
+    if (ef_gguf_get_arr(g, "tokenizer.ggml.token_type", &et, &ntt) == EF_OK) {
+        if (ntt != nt) {
+            st = ef__fail(EF_ERR_FORMAT, "tokenizer.ggml.token_type has %llu entries for %llu tokens",
+                          (unsigned long long)ntt, (unsigned long long)nt);
+            goto done;
+        }
+        types = ef_malloc(sizeof *types * (size_t)nt);
+        t64 = ef_malloc(sizeof *t64 * (size_t)nt);
+        if (!types || !t64) {
+            st = EF_ERR_NOMEM;
+            goto done;
+        }
+        if ((st = ef_gguf_get_arr_int(g, "tokenizer.ggml.token_type", t64, (size_t)nt)) != EF_OK) goto done;
+        for (uint64_t i = 0; i < nt; i++) types[i] = t64[i] < INT32_MIN || t64[i] > INT32_MAX ? 0 : (int32_t)t64[i];
+    }
+    st = ef_tokenizer_from_vocab(toks, types, (size_t)nt, merges, (size_t)nm, out);
+done:
+    ef_free(toks);
+    ef_free(merges);
+    ef_free(types);
+    ef_free(t64);
+    return st;
 }

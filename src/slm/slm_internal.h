@@ -108,6 +108,12 @@ static inline uint16_t ef__f32_to_f16(float f) {
 typedef void (*ef__gemm_fn)(float *y, int64_t ldy, const void *w, size_t w_stride, const void *x,
                             size_t x_stride, int64_t n, int64_t r0, int64_t r1, int64_t nb);
 
+/* Running state of one attention row (see fa_rows). */
+typedef struct ef__fa {
+    float M; /* maximum score so far (-inf before the first) */
+    float S; /* sum of exp(score - M) */
+} ef__fa;
+
 typedef struct ef__slm_kernels {
     const char *name; /* "scalar", "avx2", "avx512" */
     /* x (n floats, n % 32 == 0) -> n/32 Q8_0 blocks */
@@ -115,13 +121,30 @@ typedef struct ef__slm_kernels {
     void (*to_f16)(uint16_t *dst, const float *x, int64_t n);
     void (*from_f16)(float *dst, const uint16_t *x, int64_t n);
     ef__gemm_fn gemm_f32, gemm_f16, gemm_q8_0, gemm_q4_0;
-    /* Attention over np positions of one head of hd elements, rows `stride`
-     * bytes apart, F16 (f16 != 0) or F32 like the query q:
-     *   scores: sc[p] = dot(q, k_p) * scale, the dot in the F32 canonical order;
-     *   values: out[i] = fma(pr[p], v_p[i], out[i]) for p = 0 .. np-1 in turn. */
-    void (*attn_scores)(float *sc, const void *q, const void *k, size_t stride, int np, int hd, float scale,
-                        int f16);
-    void (*attn_values)(float *out, const float *pr, const void *v, size_t stride, int np, int hd, int f16);
+    /* Attention of one query head over np cached positions, llama.cpp's
+     * flash-attention loop (ggml's one-chunk CPU kernel): st carries the
+     * running maximum and sum and acc the unnormalized output (hd F16 values
+     * for an F16 cache, F32 otherwise) across calls, so positions can come
+     * in several pieces. For each position p in order:
+     *   s = dot(k_p, q) * scale  (F16: ggml_vec_dot_f16's order, below)
+     *   if s > M: ms = exp(M - s), M = s, acc *= ms (each rounded to F16)
+     *   else vs = exp(s - M)
+     *   acc[i] = fma(v_p[i], vs, acc[i]) (each rounded to F16); S = fma(S, ms, vs)
+     * q is F16 for an F16 cache (the query rounded, as ggml does), else F32.
+     * ggml_vec_dot_f16 order: four 8-lane FMA accumulators over the first
+     * n - n%32 elements, reduced (a0+a2)+(a1+a3), then 128-bit halves added
+     * and two horizontal adds; the remaining products added in double. */
+    void (*fa_rows)(ef__fa *st, void *acc, const void *q, const void *k, const void *v, size_t stride, int np,
+                    int hd, float scale, int f16);
+    /* out = acc * (1 / S) (0 if S is 0). */
+    void (*fa_finish)(float *out, const ef__fa *st, const void *acc, int hd, int f16);
+    /* RoPE on n_heads heads of hd values in place: for each adjacent pair,
+     * x0' = fma(x0, c, -(x1*s)), x1' = fma(x0, s, x1*c) (llama.cpp's
+     * x0*c - x1*s and x0*s + x1*c as its compiler contracts them). */
+    void (*rope)(float *v, const float *cs, int n_heads, int hd);
+    /* g[i] = silu(g[i]) * u[i]: ggml's vectorized silu (its expf
+     * approximation) on groups of eight, x / (1 + expf(-x)) on the rest. */
+    void (*swiglu)(float *g, const float *u, int64_t n);
 } ef__slm_kernels;
 
 /* Kernel sets; NULL members never occur. The AVX2 and AVX-512 sets exist only
@@ -157,6 +180,33 @@ void ef__slm_dequant_row(ef_slm_type type, const void *w, size_t row_bytes, int6
 
 /* The gemm kernel of k for weights of `type`. */
 ef__gemm_fn ef__slm_gemm_for(const ef__slm_kernels *k, ef_slm_type type);
+
+/* ggml's vectorized expf (ggml_v_expf, x86) for one lane: exp(x) to about
+ * 1.5 ulp through a degree-5 polynomial, with the same operations and
+ * roundings, so every kernel set gets the same bits as llama.cpp's. */
+static inline float ef__ggml_expf(float x) {
+    const float r = 0x1.8p23f;
+    const float z = fmaf(x, 0x1.715476p+0f, r);
+    const float n = z - r;
+    const float b = fmaf(-n, 0x1.7f7d1cp-20f, fmaf(-n, 0x1.62e4p-1f, x));
+    uint32_t zb, one = 0x3f800000u;
+    memcpy(&zb, &z, 4);
+    const uint32_t e = zb << 23;
+    uint32_t kb = e + one;
+    float k;
+    memcpy(&k, &kb, 4);
+    const float u = b * b;
+    const float j = fmaf(fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
+                         u, 0x1.ffffecp-1f * b);
+    if (!(fabsf(n) > 126.0f)) return fmaf(j, k, k);
+    const uint32_t g = n <= 0.0f ? 0x82000000u : 0u;
+    uint32_t s1b = g + 0x7f000000u, s2b = e - g;
+    float s1, s2;
+    memcpy(&s1, &s1b, 4);
+    memcpy(&s2, &s2b, 4);
+    if (fabsf(n) > 192.0f) return s1 * s1;
+    return fmaf(s2, j, s2) * s1;
+}
 
 /* The canonical final reduction of eight lanes. */
 static inline float ef__hsum8(const float a[8]) {

@@ -187,50 +187,101 @@ static void kc_check_set(const ef__slm_kernels *k, uint64_t seed) {
         ef__slm_kernels_scalar.from_f16(fs, hs, n - 3);
         k->from_f16(fa, hs, n - 3);
         CHECK_MSG(memcmp(fa, fs, sizeof(float) * (size_t)(n - 3)) == 0, "%s from_f16 differs", k->name);
-        /* attention kernels: odd head sizes and position counts, rows with padding */
+        /* attention (several pieces of positions), odd head sizes, padded rows */
         {
             int hd = 2 + 2 * (int)ef_rng_below(&rng, 40), np = 1 + (int)ef_rng_below(&rng, 30);
-            size_t stride = (size_t)(hd + 6) * 4;
-            float *kv = malloc(stride * (size_t)np), *q = malloc(sizeof(float) * (size_t)hd);
-            uint16_t *kvh = malloc(stride * (size_t)np), *qh = malloc(2 * (size_t)hd);
-            for (size_t i = 0; i < stride * (size_t)np / 4; i++) kv[i] = kc_randf(&rng);
-            for (size_t i = 0; i < stride * (size_t)np / 2; i++) kvh[i] = ef__f32_to_f16(kc_randf(&rng));
-            for (int i = 0; i < hd; i++) q[i] = kc_randf(&rng), qh[i] = ef__f32_to_f16(q[i]);
-            float *s1 = malloc(sizeof(float) * (size_t)np), *s2 = malloc(sizeof(float) * (size_t)np);
-            float *o0 = malloc(sizeof(float) * (size_t)hd), *os = malloc(sizeof(float) * (size_t)hd),
-                  *oa = malloc(sizeof(float) * (size_t)hd);
-            for (int i = 0; i < hd; i++) o0[i] = kc_randf(&rng);
+            if (rep % 3 == 0) hd = 64; /* the SIMD dot path of ggml (n >= 32) */
+            size_t stride32 = (size_t)(hd + 6) * 4, stride16 = (size_t)(hd + 6) * 2;
+            float *k32 = malloc(stride32 * (size_t)np), *v32 = malloc(stride32 * (size_t)np), *q = malloc(4 * (size_t)hd);
+            uint16_t *k16 = malloc(stride16 * (size_t)np), *v16 = malloc(stride16 * (size_t)np), *q16 = malloc(2 * (size_t)hd);
+            for (size_t i = 0; i < stride32 * (size_t)np / 4; i++) k32[i] = 2 * kc_randf(&rng), v32[i] = kc_randf(&rng);
+            for (size_t i = 0; i < stride16 * (size_t)np / 2; i++) k16[i] = ef__f32_to_f16(k32[i]), v16[i] = ef__f32_to_f16(v32[i]);
+            for (int i = 0; i < hd; i++) q[i] = kc_randf(&rng), q16[i] = ef__f32_to_f16(q[i]);
+            float *o1 = malloc(4 * (size_t)hd), *o2 = malloc(4 * (size_t)hd);
+            uint32_t acc1[128], acc2[128];
             for (int f16 = 0; f16 < 2; f16++) {
-                const void *kk = f16 ? (const void *)kvh : (const void *)kv, *qq = f16 ? (const void *)qh : (const void *)q;
-                ef__slm_kernels_scalar.attn_scores(s1, qq, kk, stride, np, hd, 0.125f, f16);
-                k->attn_scores(s2, qq, kk, stride, np, hd, 0.125f, f16);
-                CHECK_MSG(memcmp(s1, s2, sizeof(float) * (size_t)np) == 0, "%s attn_scores hd=%d np=%d f16=%d",
-                          k->name, hd, np, f16);
-                double mag, ref = kc_ref_dot(f16 ? EF_SLM_F16 : EF_SLM_F32, kk, qq, hd, &mag);
-                CHECK_MSG(fabs(s1[0] - 0.125 * ref) <= 1e-5 * mag, "scalar attn_scores against the reference");
-                memcpy(os, o0, sizeof(float) * (size_t)hd);
-                memcpy(oa, o0, sizeof(float) * (size_t)hd);
-                ef__slm_kernels_scalar.attn_values(os, s1, kk, stride, np, hd, f16);
-                k->attn_values(oa, s1, kk, stride, np, hd, f16);
-                CHECK_MSG(memcmp(oa, os, sizeof(float) * (size_t)hd) == 0, "%s attn_values hd=%d np=%d f16=%d",
-                          k->name, hd, np, f16);
-                double r0 = o0[0], mg = fabs(o0[0]);
+                const void *kk = f16 ? (const void *)k16 : (const void *)k32, *vv = f16 ? (const void *)v16 : (const void *)v32;
+                const void *qq = f16 ? (const void *)q16 : (const void *)q;
+                size_t st = f16 ? stride16 : stride32;
+                ef__fa s1 = {-INFINITY, 0}, s2 = {-INFINITY, 0};
+                memset(acc1, 0, sizeof acc1);
+                memset(acc2, 0, sizeof acc2);
+                ef__slm_kernels_scalar.fa_rows(&s1, acc1, qq, kk, vv, st, np, hd, 0.3f, f16);
+                ef__slm_kernels_scalar.fa_finish(o1, &s1, acc1, hd, f16);
+                int cut = np / 2; /* the same positions in two calls */
+                k->fa_rows(&s2, acc2, qq, kk, vv, st, cut, hd, 0.3f, f16);
+                k->fa_rows(&s2, acc2, qq, (const char *)kk + st * (size_t)cut, (const char *)vv + st * (size_t)cut, st,
+                           np - cut, hd, 0.3f, f16);
+                k->fa_finish(o2, &s2, acc2, hd, f16);
+                CHECK_MSG(memcmp(o1, o2, 4 * (size_t)hd) == 0 && s1.S == s2.S && s1.M == s2.M,
+                          "%s attention hd=%d np=%d f16=%d differs from scalar", k->name, hd, np, f16);
+                /* against softmax attention in double on the same (rounded) inputs */
+                double sc[32], mx = -1e300, sum = 0, err = 0, mag = 0;
                 for (int p = 0; p < np; p++) {
-                    double vv = f16 ? ef__f16_to_f32(kvh[(size_t)p * stride / 2]) : kv[(size_t)p * stride / 4];
-                    r0 += s1[p] * vv;
-                    mg += fabs(s1[p] * vv);
+                    double d = 0;
+                    for (int i = 0; i < hd; i++)
+                        d += (f16 ? ef__f16_to_f32(k16[p * (hd + 6) + i]) : k32[p * (hd + 6) + i]) *
+                             (double)(f16 ? ef__f16_to_f32(q16[i]) : q[i]);
+                    sc[p] = d * 0.3;
+                    mx = sc[p] > mx ? sc[p] : mx;
                 }
-                CHECK_MSG(fabs(os[0] - r0) <= 1e-5 * mg, "scalar attn_values against the reference");
+                for (int p = 0; p < np; p++) sum += sc[p] = exp(sc[p] - mx);
+                for (int i = 0; i < hd; i++) {
+                    double r = 0;
+                    for (int p = 0; p < np; p++) r += sc[p] * (f16 ? ef__f16_to_f32(v16[p * (hd + 6) + i]) : v32[p * (hd + 6) + i]);
+                    r /= sum;
+                    err = fmax(err, fabs(o1[i] - r));
+                    mag = fmax(mag, fabs(r));
+                }
+                /* F16 accumulation rounds at every position: ~2^-11 relative each */
+                CHECK_MSG(err <= (f16 ? 4e-3 : 1e-5) * (mag + 1e-3) * (f16 ? sqrt((double)np) : 1.0),
+                          "scalar attention hd=%d np=%d f16=%d: error %.3g of %.3g", hd, np, f16, err, mag);
             }
-            free(kv);
+            free(k32);
+            free(v32);
             free(q);
-            free(kvh);
-            free(qh);
-            free(s1);
-            free(s2);
-            free(o0);
-            free(os);
-            free(oa);
+            free(k16);
+            free(v16);
+            free(q16);
+            free(o1);
+            free(o2);
+        }
+        /* RoPE and SwiGLU */
+        {
+            int hd = 2 + 2 * (int)ef_rng_below(&rng, 40), nh = 1 + (int)ef_rng_below(&rng, 3);
+            float *v1 = malloc(4 * (size_t)(hd * nh)), *v2 = malloc(4 * (size_t)(hd * nh)), *cs = malloc(4 * (size_t)hd);
+            for (int i = 0; i < hd * nh; i++) v1[i] = v2[i] = 3 * kc_randf(&rng);
+            for (int i = 0; i < hd / 2; i++) {
+                double a = (double)ef_rng_below(&rng, 500) * pow(10000.0, -2.0 * i / hd);
+                cs[2 * i] = (float)cos(a), cs[2 * i + 1] = (float)sin(a);
+            }
+            float x0 = v1[0], x1 = v1[1];
+            ef__slm_kernels_scalar.rope(v1, cs, nh, hd);
+            k->rope(v2, cs, nh, hd);
+            CHECK_MSG(memcmp(v1, v2, 4 * (size_t)(hd * nh)) == 0, "%s rope hd=%d heads=%d", k->name, hd, nh);
+            CHECK(fabs(v1[0] - ((double)x0 * cs[0] - (double)x1 * cs[1])) <= 1e-6 * (fabs(x0) + fabs(x1)));
+            CHECK(fabs(v1[1] - ((double)x0 * cs[1] + (double)x1 * cs[0])) <= 1e-6 * (fabs(x0) + fabs(x1)));
+            int64_t m = 1 + (int64_t)ef_rng_below(&rng, 100);
+            float *g1 = malloc(4 * (size_t)m), *g2 = malloc(4 * (size_t)m), *u = malloc(4 * (size_t)m);
+            for (int64_t i = 0; i < m; i++) g1[i] = g2[i] = 12 * kc_randf(&rng), u[i] = kc_randf(&rng);
+            if (m > 3) g1[1] = g2[1] = 100.0f, g1[2] = g2[2] = -100.0f, g1[3] = g2[3] = 0.0f;
+            float g0[100];
+            memcpy(g0, g1, 4 * (size_t)m);
+            ef__slm_kernels_scalar.swiglu(g1, u, m);
+            k->swiglu(g2, u, m);
+            CHECK_MSG(memcmp(g1, g2, 4 * (size_t)m) == 0, "%s swiglu n=%lld", k->name, (long long)m);
+            double worst = 0;
+            for (int64_t i = 0; i < m; i++) {
+                double xv = g0[i], r = xv / (1 + exp(-xv)) * u[i];
+                worst = fmax(worst, fabs(g1[i] - r) / (fabs(r) + 1e-30));
+            }
+            CHECK_MSG(worst <= 1e-6, "scalar swiglu relative error %.3g", worst);
+            free(v1);
+            free(v2);
+            free(cs);
+            free(g1);
+            free(g2);
+            free(u);
         }
         free(x);
         free(qa);

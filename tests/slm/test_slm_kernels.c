@@ -2,6 +2,7 @@
  * Tests of the inference kernels (src/slm/kernels*.c):
  *   - fp16 conversion known answers (rounding ties to even, subnormals,
  *     overflow to infinity) and the half -> float -> half round trip;
+ *   - ggml's expf approximation (used by SwiGLU, as llama.cpp's) against exp;
  *   - every kernel set this CPU runs (AVX2, AVX-512) against the scalar set
  *     bit for bit, and the scalar set against a double-precision reference
  *     (tolerance in kernel_check.h), on random data of many shapes;
@@ -46,8 +47,25 @@ static void check_fp16(void) {
     CHECK_MSG(bad == 0, "%d halves do not round-trip", bad);
 }
 
+/* ggml's expf approximation against exp(): at most a few ulp over the whole
+ * range, exact limits (0 below about -104, infinity above about 89). */
+static void check_expf(void) {
+    double worst = 0;
+    for (int i = -2000000; i <= 2000000; i++) {
+        float x = (float)i * 4.4e-5f;
+        double r = exp((double)x), g = ef__ggml_expf(x);
+        worst = fmax(worst, fabs(g - r) / r);
+    }
+    printf("test_slm_kernels: ggml expf relative error at most %.3g on [-88, 88]\n", worst);
+    CHECK(worst < 4e-7);
+    CHECK(ef__ggml_expf(-200.0f) == 0.0f && isinf(ef__ggml_expf(200.0f)) && ef__ggml_expf(0.0f) == 1.0f);
+    CHECK(fabs(ef__ggml_expf(-100.0f) - exp(-100.0)) <= 3e-45); /* subnormal: within two of the smallest steps */
+    CHECK(isnan(ef__ggml_expf(NAN)));
+}
+
 int main(void) {
     check_fp16();
+    check_expf();
     CHECK(ef_slm_isa_name(EF_SLM_ISA_SCALAR) != NULL);
     CHECK(strcmp(ef_slm_isa_name(EF_SLM_ISA_SCALAR), "scalar") == 0);
     CHECK(ef_slm_isa_name(EF_SLM_ISA_AUTO) != NULL);
