@@ -36,6 +36,7 @@ typedef struct thr_buf {
     void *xq;        /* Q8_0 copy */
     float *kr;       /* (2, head_dim) this thread's rotated key of the current position, its query */
     void *acc;       /* (head_dim) attention accumulator, F16 or F32 */
+    float *sc;       /* (2, n_ctx) attention scratch */
     void *kc, *vc;   /* the same in the cache's type */
     void *qc;        /* (head_dim) query in the cache's type */
     int kr_g;        /* group kr/vr hold, -1 if none */
@@ -210,8 +211,8 @@ static void attend(ef_slm_ctx *c, thr_buf *tb, int l, int t, int h) {
     ef__fa st = {-INFINITY, 0.0f};
     memset(tb->acc, 0, (size_t)hd * c->kv_elem);
     c->k->fa_rows(&st, tb->acc, qk, cache_at(c, c->kcache, l, 0, g), cache_at(c, c->vcache, l, 0, g), stride, np,
-                  hd, scale, f16);
-    if (kcur) c->k->fa_rows(&st, tb->acc, qk, kcur, vcur, stride, 1, hd, scale, f16);
+                  hd, scale, f16, tb->sc);
+    if (kcur) c->k->fa_rows(&st, tb->acc, qk, kcur, vcur, stride, 1, hd, scale, f16, tb->sc);
     c->k->fa_finish(c->att + (size_t)t * m->cfg.dim + (size_t)h * hd, &st, tb->acc, hd, f16);
 }
 
@@ -354,7 +355,7 @@ ef_status ef_slm_ctx_new(ef_slm_ctx **out, const ef_slm_model *m, const ef_slm_c
     c->n_tb = ef_pool_threads(c->pool);
     size_t q8 = W % EF_QK == 0 ? ef__slm_row_bytes(EF_SLM_Q8_0, W) : 0;
     size_t per = sizeof(float) * (size_t)(B * W) + 2 * (size_t)(B * W) + (size_t)B * q8 +
-                 sizeof(float) * (size_t)(2 * hd) + 4 * (size_t)(4 * hd);
+                 sizeof(float) * (size_t)(2 * hd) + sizeof(float) * (size_t)(2 * o.n_ctx) + 4 * (size_t)(4 * hd);
     per = (per + 63) & ~(size_t)63;
     c->tb = ef_calloc((size_t)c->n_tb, sizeof *c->tb);
     c->tb_mem = ef_malloc(per * (size_t)c->n_tb + 64);
@@ -365,6 +366,7 @@ ef_status ef_slm_ctx_new(ef_slm_ctx **out, const ef_slm_model *m, const ef_slm_c
         char *q = p;
         t->xn = (float *)q, q += sizeof(float) * (size_t)(B * W);
         t->kr = (float *)q, q += sizeof(float) * (size_t)(2 * hd);
+        t->sc = (float *)q, q += sizeof(float) * (size_t)(2 * o.n_ctx);
         t->kc = q, q += 4 * (size_t)hd;
         t->vc = q, q += 4 * (size_t)hd;
         t->qc = q, q += 4 * (size_t)hd;

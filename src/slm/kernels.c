@@ -80,7 +80,8 @@ static float ggml_dot(const void *x, const void *y, int n, int f16) {
 }
 
 static void fa_rows_scalar(ef__fa *st, void *acc, const void *q, const void *k, const void *v, size_t stride,
-                           int np, int hd, float scale, int f16) {
+                           int np, int hd, float scale, int f16, float *scratch) {
+    (void)scratch;
     for (int p = 0; p < np; p++) {
         const char *kp = (const char *)k + (size_t)p * stride, *vp = (const char *)v + (size_t)p * stride;
         float s = ggml_dot(kp, q, hd, f16) * scale, ms = 1.0f, vs = 1.0f;

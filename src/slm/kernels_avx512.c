@@ -215,8 +215,8 @@ TGT static void quant_q8_0_512(void *dst, const float *x, int64_t n) { x86_quant
 TGT static void to_f16_512(uint16_t *dst, const float *x, int64_t n) { x86_to_f16(dst, x, n); }
 TGT static void from_f16_512(float *dst, const uint16_t *x, int64_t n) { x86_from_f16(dst, x, n); }
 TGT static void fa_rows_512(ef__fa *st, void *acc, const void *q, const void *k, const void *v, size_t stride,
-                          int np, int hd, float scale, int f16) {
-    x86_fa_rows(st, acc, q, k, v, stride, np, hd, scale, f16);
+                          int np, int hd, float scale, int f16, float *scratch) {
+    x86_fa_rows(st, acc, q, k, v, stride, np, hd, scale, f16, scratch);
 }
 TGT static void fa_finish_512(float *out, const ef__fa *st, const void *acc, int hd, int f16) {
     x86_fa_finish(out, st, acc, hd, f16);

@@ -112,8 +112,79 @@ INL float x86_ggml_dot(const void *x, const void *y, int n, int f16) {
     return (float)sum;
 }
 
+/* F16 cache, head size HD (a constant multiple of 32, at most 64), in three
+ * passes with the same arithmetic as one position at a time: all scores
+ * (independent dot products), then the exponentials (their arguments follow
+ * from the running maximum alone, so the expf calls no longer wait for each
+ * other), then the accumulator, kept in registers as floats that hold F16
+ * values (rounded after every update, exactly as storing it would). */
+INL void x86_fa_rows_f16_hd(int HD, ef__fa *st, uint16_t *acc, const uint16_t *q16, const void *k, const void *v,
+                            size_t stride, int np, float scale, float *sc) {
+    float *ex = sc + np;
+    float qf[64];
+    for (int i = 0; i < HD; i += 8) _mm256_storeu_ps(qf + i, ld_h8(q16 + i));
+    for (int p = 0; p < np; p++) {
+        const uint16_t *kp = (const uint16_t *)((const char *)k + (size_t)p * stride);
+        /* ggml_vec_dot_f16 for n = HD (a multiple of 32: no leftovers) */
+        __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+        for (int i = 0; i < HD; i += 32) {
+            s0 = _mm256_fmadd_ps(ld_h8(kp + i), _mm256_loadu_ps(qf + i), s0);
+            s1 = _mm256_fmadd_ps(ld_h8(kp + i + 8), _mm256_loadu_ps(qf + i + 8), s1);
+            s2 = _mm256_fmadd_ps(ld_h8(kp + i + 16), _mm256_loadu_ps(qf + i + 16), s2);
+            s3 = _mm256_fmadd_ps(ld_h8(kp + i + 24), _mm256_loadu_ps(qf + i + 24), s3);
+        }
+        s0 = _mm256_add_ps(_mm256_add_ps(s0, s2), _mm256_add_ps(s1, s3));
+        const __m128 t0 = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
+        const __m128 t1 = _mm_hadd_ps(t0, t0);
+        sc[p] = _mm_cvtss_f32(_mm_hadd_ps(t1, t1)) * scale;
+    }
+    float M = st->M;
+    for (int p = 0; p < np; p++) {
+        if (sc[p] > M) {
+            ex[p] = M - sc[p];
+            M = sc[p];
+        } else {
+            ex[p] = sc[p] - M;
+        }
+    }
+    for (int p = 0; p < np; p++) ex[p] = expf(ex[p]);
+    __m256 a[8];
+    for (int i = 0; i < HD; i += 8) a[i / 8] = ld_h8(acc + i);
+    float S = st->S;
+    M = st->M;
+    for (int p = 0; p < np; p++) {
+        const uint16_t *vp = (const uint16_t *)((const char *)v + (size_t)p * stride);
+        float ms = 1.0f, vs = 1.0f;
+        if (sc[p] > M) {
+            ms = ex[p];
+            M = sc[p];
+            const __m256 m8 = _mm256_set1_ps(ms);
+            for (int i = 0; i < HD / 8; i++)
+                a[i] = _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_mul_ps(a[i], m8), _MM_FROUND_TO_NEAREST_INT));
+        } else {
+            vs = ex[p];
+        }
+        const __m256 v8 = _mm256_set1_ps(vs);
+        for (int i = 0; i < HD / 8; i++)
+            a[i] = _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_fmadd_ps(ld_h8(vp + 8 * i), v8, a[i]), _MM_FROUND_TO_NEAREST_INT));
+        S = fmaf(S, ms, vs);
+    }
+    for (int i = 0; i < HD; i += 8)
+        _mm_storeu_si128((__m128i *)(acc + i), _mm256_cvtps_ph(a[i / 8], _MM_FROUND_TO_NEAREST_INT));
+    st->M = M;
+    st->S = S;
+}
+
 INL void x86_fa_rows(ef__fa *st, void *acc, const void *q, const void *k, const void *v, size_t stride, int np,
-                     int hd, float scale, int f16) {
+                     int hd, float scale, int f16, float *scratch) {
+    if (f16 && hd == 64) {
+        x86_fa_rows_f16_hd(64, st, acc, q, k, v, stride, np, scale, scratch);
+        return;
+    }
+    if (f16 && hd == 32) {
+        x86_fa_rows_f16_hd(32, st, acc, q, k, v, stride, np, scale, scratch);
+        return;
+    }
     const int h8 = hd - hd % 8;
     for (int p = 0; p < np; p++) {
         const char *kp = (const char *)k + (size_t)p * stride, *vp = (const char *)v + (size_t)p * stride;
@@ -272,10 +343,11 @@ INL __m256i dot_u8s8(__m256i a, __m256i b) {
     return _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1));
 }
 
-/* Q4_0 block -> its 32 nibbles as bytes 0..15 in element order. */
+/* Q4_0 block -> its 32 nibbles as bytes 0..15 in element order: the 16
+ * bytes in both halves, the upper half shifted right by 4, then masked. */
 INL __m256i q4_bytes(const uint8_t *qs) {
-    __m128i t = _mm_loadu_si128((const __m128i *)qs);
-    __m256i v = _mm256_inserti128_si256(_mm256_castsi128_si256(t), _mm_srli_epi16(t, 4), 1);
+    __m256i v = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs));
+    v = _mm256_srlv_epi64(v, _mm256_setr_epi64x(0, 0, 4, 4));
     return _mm256_and_si256(v, _mm256_set1_epi8(0x0f));
 }
 
@@ -345,7 +417,9 @@ INL void mv_q4rows(int Q4, float *y, const char *w, size_t ws, const ef__blk_q8_
         memcpy(&h1, w1 + o, 2);
         memcpy(&h2, w2 + o, 2);
         memcpy(&h3, w3 + o, 2);
-        __m128 da = _mm_cvtph_ps(_mm_setr_epi16((short)h0, (short)h1, (short)h2, (short)h3, 0, 0, 0, 0));
+        /* the four scales packed in a general register, then one conversion */
+        const uint64_t hs = (uint64_t)h0 | (uint64_t)h1 << 16 | (uint64_t)h2 << 32 | (uint64_t)h3 << 48;
+        __m128 da = _mm_cvtph_ps(_mm_cvtsi64_si128((long long)hs));
         __m128 dd = _mm_mul_ps(da, _mm_set1_ps(h2f(x[k].d)));
         __m256 d2 = _mm256_insertf128_ps(_mm256_castps128_ps256(dd), dd, 1);
         __m256i s0, s1, s2, s3;

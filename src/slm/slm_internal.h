@@ -135,7 +135,7 @@ typedef struct ef__slm_kernels {
      * n - n%32 elements, reduced (a0+a2)+(a1+a3), then 128-bit halves added
      * and two horizontal adds; the remaining products added in double. */
     void (*fa_rows)(ef__fa *st, void *acc, const void *q, const void *k, const void *v, size_t stride, int np,
-                    int hd, float scale, int f16);
+                    int hd, float scale, int f16, float *scratch /* 2*np floats */);
     /* out = acc * (1 / S) (0 if S is 0). */
     void (*fa_finish)(float *out, const ef__fa *st, const void *acc, int hd, int f16);
     /* RoPE on n_heads heads of hd values in place: for each adjacent pair,

@@ -206,12 +206,13 @@ static void kc_check_set(const ef__slm_kernels *k, uint64_t seed) {
                 ef__fa s1 = {-INFINITY, 0}, s2 = {-INFINITY, 0};
                 memset(acc1, 0, sizeof acc1);
                 memset(acc2, 0, sizeof acc2);
-                ef__slm_kernels_scalar.fa_rows(&s1, acc1, qq, kk, vv, st, np, hd, 0.3f, f16);
+                float scr[64];
+                ef__slm_kernels_scalar.fa_rows(&s1, acc1, qq, kk, vv, st, np, hd, 0.3f, f16, scr);
                 ef__slm_kernels_scalar.fa_finish(o1, &s1, acc1, hd, f16);
                 int cut = np / 2; /* the same positions in two calls */
-                k->fa_rows(&s2, acc2, qq, kk, vv, st, cut, hd, 0.3f, f16);
+                k->fa_rows(&s2, acc2, qq, kk, vv, st, cut, hd, 0.3f, f16, scr);
                 k->fa_rows(&s2, acc2, qq, (const char *)kk + st * (size_t)cut, (const char *)vv + st * (size_t)cut, st,
-                           np - cut, hd, 0.3f, f16);
+                           np - cut, hd, 0.3f, f16, scr);
                 k->fa_finish(o2, &s2, acc2, hd, f16);
                 CHECK_MSG(memcmp(o1, o2, 4 * (size_t)hd) == 0 && s1.S == s2.S && s1.M == s2.M,
                           "%s attention hd=%d np=%d f16=%d differs from scalar", k->name, hd, np, f16);

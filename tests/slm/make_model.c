@@ -6,7 +6,10 @@
  *
  *   slm_make_model OUT.gguf [--type f32|f16|q8_0|q4_0] [--dim D] [--layers L]
  *       [--heads H] [--kv-heads K] [--ffn F] [--ctx C] [--seed S] [--tied 0|1]
- *       [--scale X]
+ *       [--scale X] [--vocab V]
+ *
+ * --vocab V (at least 269) adds merges of two single bytes ("a b" -> "ab",
+ * in byte order, skipping pairs already merged) until there are V tokens.
  *
  * Weights are Gaussian (embedding std 1, projections std X/sqrt(fan-in)), so
  * attention and logits are far from uniform; quantized types are made with
@@ -80,7 +83,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *out = argv[1], *tname = "f32";
-    int dim = 64, layers = 2, heads = 4, kvh = 2, ffn = 96, ctx = 128, tied = 0;
+    int dim = 64, layers = 2, heads = 4, kvh = 2, ffn = 96, ctx = 128, tied = 0, want_vocab = 0;
     double scale = 1.5;
     uint64_t seed = 1;
     for (int i = 2; i + 1 < argc; i += 2) {
@@ -95,6 +98,7 @@ int main(int argc, char **argv) {
         else if (!strcmp(k, "--seed")) seed = strtoull(v, NULL, 10);
         else if (!strcmp(k, "--tied")) tied = atoi(v);
         else if (!strcmp(k, "--scale")) scale = atof(v);
+        else if (!strcmp(k, "--vocab")) want_vocab = atoi(v);
         else {
             fprintf(stderr, "slm_make_model: unknown option %s\n", k);
             return 2;
@@ -105,23 +109,45 @@ int main(int argc, char **argv) {
         fprintf(stderr, "slm_make_model: unknown type %s\n", tname);
         return 2;
     }
-    /* vocabulary */
-    const int vocab = 256 + (int)N_MERGES + 1;
+    /* vocabulary: bytes, the fixed merges, byte-pair merges up to --vocab, EOT */
+    const int base = 256 + (int)N_MERGES + 1;
+    const int vocab = want_vocab > base ? want_vocab : base;
+    if (vocab - base > 256 * 200) {
+        fprintf(stderr, "slm_make_model: --vocab too large\n");
+        return 2;
+    }
     char **toks = calloc((size_t)vocab, sizeof(char *));
+    char **merges = calloc((size_t)(vocab - 256), sizeof(char *));
     int32_t *types = calloc((size_t)vocab, sizeof(int32_t));
     for (int b = 0; b < 256; b++) {
         toks[b] = malloc(4);
         byte_text(b, toks[b]);
         types[b] = 1;
     }
+    int nt = 256, nm = 0;
     for (size_t i = 0; i < N_MERGES; i++) {
         const char *sp = strchr(MERGES[i], ' ');
         size_t a = (size_t)(sp - MERGES[i]);
-        toks[256 + i] = malloc(strlen(MERGES[i]));
-        memcpy(toks[256 + i], MERGES[i], a);
-        strcpy(toks[256 + i] + a, sp + 1);
-        types[256 + i] = 1;
+        toks[nt] = malloc(strlen(MERGES[i]));
+        memcpy(toks[nt], MERGES[i], a);
+        strcpy(toks[nt] + a, sp + 1);
+        types[nt++] = 1;
+        merges[nm++] = strdup(MERGES[i]);
     }
+    for (int x = 33; nt < vocab - 1; x++)
+        for (int y = 33; y < 127 && nt < vocab - 1; y++) {
+            char a[4], b[4], joined[8];
+            byte_text(x % 256, a);
+            byte_text(y, b);
+            snprintf(joined, sizeof joined, "%s%s", a, b);
+            int dup = 0;
+            for (int t = 256; t < nt && !dup; t++) dup = strcmp(toks[t], joined) == 0;
+            if (dup) continue;
+            toks[nt] = strdup(joined);
+            types[nt++] = 1;
+            merges[nm] = malloc(strlen(a) + strlen(b) + 2);
+            sprintf(merges[nm++], "%s %s", a, b);
+        }
     toks[vocab - 1] = strdup("<|endoftext|>");
     types[vocab - 1] = 3;
 
@@ -194,7 +220,7 @@ int main(int argc, char **argv) {
     err |= ef_gguf_set_str(w, "tokenizer.ggml.pre", "gpt-2") != EF_OK;
     err |= ef_gguf_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)toks, NULL, (size_t)vocab) != EF_OK;
     err |= ef_gguf_set_arr(w, "tokenizer.ggml.token_type", EF_GGUF_INT32, types, (size_t)vocab) != EF_OK;
-    err |= ef_gguf_set_arr_str(w, "tokenizer.ggml.merges", MERGES, NULL, N_MERGES) != EF_OK;
+    err |= ef_gguf_set_arr_str(w, "tokenizer.ggml.merges", (const char *const *)merges, NULL, (size_t)nm) != EF_OK;
     err |= ef_gguf_set_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)(vocab - 1)) != EF_OK;
     err |= ef_gguf_set_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)(vocab - 1)) != EF_OK;
     err |= ef_gguf_set_bool(w, "tokenizer.ggml.add_bos_token", false) != EF_OK;
@@ -208,7 +234,9 @@ int main(int argc, char **argv) {
     ef_gguf_writer_free(w);
     for (int i = 0; i < n_mats; i++) free(mats[i].data);
     for (int i = 0; i < vocab; i++) free(toks[i]);
+    for (int i = 0; i < nm; i++) free(merges[i]);
     free(toks);
+    free(merges);
     free(types);
     free(buf);
     return 0;
