@@ -374,6 +374,12 @@ ef_status ef_slm_ctx_new(ef_slm_ctx **out, const ef_slm_model *m, const ef_slm_c
         t->xh = (uint16_t *)q, q += 2 * (size_t)(B * W);
         t->xq = q;
     }
+    /* Touch every buffer now, as llama.cpp clears its KV buffer at context
+     * creation: page faults belong to setup, not to the first tokens. */
+    memset(c->kcache, 0, cache_bytes);
+    memset(c->vcache, 0, cache_bytes);
+    memset(c->x, 0, sizeof(float) * (size_t)(B * (4 * D + 2 * KV + 2 * F + hd)));
+    memset(c->tb_mem, 0, per * (size_t)c->n_tb + 64);
     *out = c;
     return EF_OK;
 nomem:
