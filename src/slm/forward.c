@@ -277,23 +277,30 @@ static void forward_thread(void *arg, int tid, int nth) {
         for (int t = 0; t < T; t++)
             for (int64_t r = b; r < e; r++) c->x[t * D + r] += c->tmp[t * D + r];
         barrier(c, nth);
-        /* SwiGLU MLP */
-        for (int t = 0; t < T; t++) rmsnorm(tb->xn + t * D, c->x + t * D, ly->ffn_norm, D, cf->rms_eps);
-        act af = {tb->xn, D, T, 0};
+        /* SwiGLU MLP. In the last layer only the rows whose logits are wanted
+         * go on, as llama.cpp selects them there (inp_out_ids): none without
+         * logits, the last token's alone unless all are asked for. That also
+         * gives those rows llama.cpp's single-row product order. */
+        int f0 = 0, fn = T;
+        if (l == cf->n_layers - 1) {
+            if (!c->out) return;
+            if (!c->all) f0 = T - 1, fn = 1;
+        }
+        for (int t = 0; t < fn; t++) rmsnorm(tb->xn + t * D, c->x + (f0 + t) * D, ly->ffn_norm, D, cf->rms_eps);
+        act af = {tb->xn, D, fn, 0};
         split(F, tid, nth, 8, &b, &e);
         mat_rows(c, tb, &af, &ly->w_gate, c->g, F, b, e);
         mat_rows(c, tb, &af, &ly->w_up, c->u, F, b, e);
         /* b is a multiple of 8, so the groups of eight start where llama.cpp's do */
-        for (int t = 0; t < T && b < e; t++) c->k->swiglu(c->g + t * F + b, c->u + t * F + b, e - b);
+        for (int t = 0; t < fn && b < e; t++) c->k->swiglu(c->g + t * F + b, c->u + t * F + b, e - b);
         barrier(c, nth);
-        act ad = {c->g, F, T, 0};
+        act ad = {c->g, F, fn, 0};
         split(D, tid, nth, 8, &b, &e);
         mat_rows(c, tb, &ad, &ly->w_down, c->tmp, D, b, e);
-        for (int t = 0; t < T; t++)
-            for (int64_t r = b; r < e; r++) c->x[t * D + r] += c->tmp[t * D + r];
+        for (int t = 0; t < fn; t++)
+            for (int64_t r = b; r < e; r++) c->x[(f0 + t) * D + r] += c->tmp[t * D + r];
         barrier(c, nth);
     }
-    if (!c->out) return;
     int t0 = c->all ? 0 : T - 1, nt = c->all ? T : 1;
     for (int t = 0; t < nt; t++) rmsnorm(tb->xn + t * D, c->x + (t0 + t) * D, m->output_norm, D, cf->rms_eps);
     act ax = {tb->xn, D, nt, 0};

@@ -73,7 +73,13 @@ static float ggml_dot(const void *x, const void *y, int n, int f16) {
     float a[8], t0[4];
     for (int l = 0; l < 8; l++) a[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
     for (int l = 0; l < 4; l++) t0[l] = a[l] + a[l + 4];
-    double sum = (double)((t0[0] + t0[1]) + (t0[2] + t0[3]));
+    const float r = (t0[0] + t0[1]) + (t0[2] + t0[3]);
+    if (!f16) { /* ggml_vec_dot_f32 adds the rest in float (fused, as compiled) */
+        float s = r;
+        for (int i = n32; i < n; i++) s = fmaf(LD(x, i), LD(y, i), s);
+        return s;
+    }
+    double sum = (double)r;
     for (int i = n32; i < n; i++) sum += (double)(LD(x, i) * LD(y, i));
 #undef LD
     return (float)sum;
@@ -104,7 +110,7 @@ static void fa_rows_scalar(ef__fa *st, void *acc, const void *q, const void *k, 
                 *a = fmaf(((const float *)vp)[i], vs, *a);
             }
         }
-        st->S = fmaf(st->S, ms, vs);
+        st->S = ef__mul_add_unfused(st->S, ms, vs);
     }
 }
 
@@ -134,8 +140,14 @@ static void swiglu_scalar(float *g, const float *u, int64_t n) {
 
 /* ---- matrix products -------------------------------------------------------- */
 
+/* One activation row (decoding) takes ggml_vec_dot_f32 / _f16's order, as
+ * llama.cpp does for a single token; batches take tinyBLAS's eight lanes. */
 static void gemm_f32_scalar(float *y, int64_t ldy, const void *w, size_t w_stride, const void *x,
                             size_t x_stride, int64_t n, int64_t r0, int64_t r1, int64_t nb) {
+    if (nb == 1) {
+        for (int64_t r = r0; r < r1; r++) y[r] = ggml_dot((const char *)w + (size_t)r * w_stride, x, (int)n, 0);
+        return;
+    }
     for (int64_t b = 0; b < nb; b++) {
         const float *xb = (const float *)((const char *)x + (size_t)b * x_stride);
         for (int64_t r = r0; r < r1; r++)
@@ -145,6 +157,10 @@ static void gemm_f32_scalar(float *y, int64_t ldy, const void *w, size_t w_strid
 
 static void gemm_f16_scalar(float *y, int64_t ldy, const void *w, size_t w_stride, const void *x,
                             size_t x_stride, int64_t n, int64_t r0, int64_t r1, int64_t nb) {
+    if (nb == 1) {
+        for (int64_t r = r0; r < r1; r++) y[r] = ggml_dot((const char *)w + (size_t)r * w_stride, x, (int)n, 1);
+        return;
+    }
     for (int64_t b = 0; b < nb; b++) {
         const uint16_t *xb = (const uint16_t *)((const char *)x + (size_t)b * x_stride);
         for (int64_t r = r0; r < r1; r++)

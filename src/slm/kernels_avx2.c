@@ -66,8 +66,15 @@ INL void mv_tile(int Q4, float *y, int64_t ldy, const char *w, size_t ws, const 
         int64_t r0, int64_t r1, int64_t nb
 #define TILE_ARGS y, ldy, (const char *)w, w_stride, (const char *)x, x_stride, n
 
-TGT static void gemm_f32_avx2(GEMM_ARGS) { GEMM_DRIVER(TILE_F32, TILE_ARGS); }
-TGT static void gemm_f16_avx2(GEMM_ARGS) { GEMM_DRIVER(TILE_F16, TILE_ARGS); }
+/* one activation row: ggml_vec_dot_f32 / _f16's order (see kernels.c) */
+TGT static void gemm_f32_avx2(GEMM_ARGS) {
+    if (nb == 1) x86_mv_f(0, y, w, w_stride, x, n, r0, r1);
+    else GEMM_DRIVER(TILE_F32, TILE_ARGS);
+}
+TGT static void gemm_f16_avx2(GEMM_ARGS) {
+    if (nb == 1) x86_mv_f(1, y, w, w_stride, x, n, r0, r1);
+    else GEMM_DRIVER(TILE_F16, TILE_ARGS);
+}
 /* As GEMM_DRIVER without the 8-row tiles (their accumulators do not fit the
  * sixteen registers next to the quantized operands). */
 #define GEMM_DRIVER_Q(TILE, ...)                                                       \

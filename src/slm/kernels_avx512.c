@@ -206,8 +206,15 @@ INL void tile_f512(int RP, int RN, int F16, float *y, int64_t ldy, const char *w
         int64_t r0, int64_t r1, int64_t nb
 #define TILE_ARGS y, ldy, (const char *)w, w_stride, (const char *)x, x_stride, n
 
-TGT static void gemm_f32_512(GEMM_ARGS) { GEMM_DRIVER512(T512_F32, T256_F32, TILE_ARGS); }
-TGT static void gemm_f16_512(GEMM_ARGS) { GEMM_DRIVER512(T512_F16, T256_F16, TILE_ARGS); }
+/* one activation row: ggml_vec_dot_f32 / _f16's order (see kernels.c) */
+TGT static void gemm_f32_512(GEMM_ARGS) {
+    if (nb == 1) x86_mv_f(0, y, w, w_stride, x, n, r0, r1);
+    else GEMM_DRIVER512(T512_F32, T256_F32, TILE_ARGS);
+}
+TGT static void gemm_f16_512(GEMM_ARGS) {
+    if (nb == 1) x86_mv_f(1, y, w, w_stride, x, n, r0, r1);
+    else GEMM_DRIVER512(T512_F16, T256_F16, TILE_ARGS);
+}
 TGT static void gemm_q8_0_512(GEMM_ARGS) { GEMM_DRIVER512(T512_Q8, T256_Q8, TILE_ARGS); }
 TGT static void gemm_q4_0_512(GEMM_ARGS) { GEMM_DRIVER512(T512_Q4, T256_Q4, TILE_ARGS); }
 

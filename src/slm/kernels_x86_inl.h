@@ -102,14 +102,23 @@ INL float x86_ggml_dot(const void *x, const void *y, int n, int f16) {
     s0 = _mm256_add_ps(_mm256_add_ps(s0, s2), _mm256_add_ps(s1, s3));
     const __m128 t0 = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
     const __m128 t1 = _mm_hadd_ps(t0, t0);
-    double sum = (double)_mm_cvtss_f32(_mm_hadd_ps(t1, t1));
+    const float r = _mm_cvtss_f32(_mm_hadd_ps(t1, t1));
+    if (!f16) {
+        float s = r;
+        for (int i = n32; i < n; i++) s = fmaf(((const float *)x)[i], ((const float *)y)[i], s);
+        return s;
+    }
+    double sum = (double)r;
     for (int i = n32; i < n; i++) {
-        float a = f16 ? h2f(((const uint16_t *)x)[i]) : ((const float *)x)[i];
-        float b = f16 ? h2f(((const uint16_t *)y)[i]) : ((const float *)y)[i];
-        float p = a * b;
+        float p = h2f(((const uint16_t *)x)[i]) * h2f(((const uint16_t *)y)[i]);
         sum += (double)p;
     }
     return (float)sum;
+}
+
+/* One activation row through F32/F16 weights: ggml_vec_dot's order per row. */
+INL void x86_mv_f(int F16, float *y, const char *w, size_t ws, const void *x, int64_t n, int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; r++) y[r] = x86_ggml_dot(w + (size_t)r * ws, x, (int)n, F16);
 }
 
 /* F16 cache, head size HD (a constant multiple of 32, at most 64), in three
@@ -167,7 +176,7 @@ INL void x86_fa_rows_f16_hd(int HD, ef__fa *st, uint16_t *acc, const uint16_t *q
         const __m256 v8 = _mm256_set1_ps(vs);
         for (int i = 0; i < HD / 8; i++)
             a[i] = _mm256_cvtph_ps(_mm256_cvtps_ph(_mm256_fmadd_ps(ld_h8(vp + 8 * i), v8, a[i]), _MM_FROUND_TO_NEAREST_INT));
-        S = fmaf(S, ms, vs);
+        S = ef__mul_add_unfused(S, ms, vs);
     }
     for (int i = 0; i < HD; i += 8)
         _mm_storeu_si128((__m128i *)(acc + i), _mm256_cvtps_ph(a[i / 8], _MM_FROUND_TO_NEAREST_INT));
@@ -223,7 +232,7 @@ INL void x86_fa_rows(ef__fa *st, void *acc, const void *q, const void *k, const 
                 _mm256_storeu_ps(a + i, _mm256_fmadd_ps(_mm256_loadu_ps(vv + i), v8, _mm256_loadu_ps(a + i)));
             for (; i < hd; i++) a[i] = fmaf(vv[i], vs, a[i]);
         }
-        st->S = fmaf(st->S, ms, vs);
+        st->S = ef__mul_add_unfused(st->S, ms, vs);
     }
 }
 

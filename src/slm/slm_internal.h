@@ -11,11 +11,19 @@
  * is the one llama.cpp's AVX2 CPU backend uses, so that greedy decoding
  * agrees with it:
  *   - F32/F16 weights, row w and activation x (F16 weights take the
- *     activation rounded to F16, as ggml does): eight lanes, lane l sums
+ *     activation rounded to F16, as ggml does), two or more activation rows
+ *     (tinyBLAS, what llama.cpp uses for batches): eight lanes, lane l sums
  *     w[i]*x[i] for i = l (mod 8) with fused multiply-adds in increasing i
  *     over the first n - n%8 elements; then
  *     hsum8(a) = ((a0+a4) + (a2+a6)) + ((a1+a5) + (a3+a7)); then the last
  *     n%8 elements are fused in one at a time.
+ *     One activation row (ggml_vec_dot_f32 / _f16, what llama.cpp uses for
+ *     a single token): four 8-lane accumulators over n - n%32 elements,
+ *     reduced (a0+a2)+(a1+a3), halves added, two horizontal adds; the rest
+ *     fused in one at a time (F32) or added in double (F16). So for F32 and
+ *     F16 weights a token's logits depend on whether it was alone in its pass
+ *     (by a float rounding), as llama.cpp's do; quantized weights use one
+ *     order for both.
  *   - Q8_0/Q4_0 weights times an activation row quantized to Q8_0: eight
  *     lanes, per block b: d = d_w(b) * d_x(b) (float), lane l adds
  *     fma(d, (float)isum_l, acc_l) where isum_l is the exact integer dot
@@ -129,7 +137,7 @@ typedef struct ef__slm_kernels {
      *   s = dot(k_p, q) * scale  (F16: ggml_vec_dot_f16's order, below)
      *   if s > M: ms = exp(M - s), M = s, acc *= ms (each rounded to F16)
      *   else vs = exp(s - M)
-     *   acc[i] = fma(v_p[i], vs, acc[i]) (each rounded to F16); S = fma(S, ms, vs)
+     *   acc[i] = fma(v_p[i], vs, acc[i]) (each rounded to F16); S = S*ms + vs (not fused)
      * q is F16 for an F16 cache (the query rounded, as ggml does), else F32.
      * ggml_vec_dot_f16 order: four 8-lane FMA accumulators over the first
      * n - n%32 elements, reduced (a0+a2)+(a1+a3), then 128-bit halves added
@@ -206,6 +214,13 @@ static inline float ef__ggml_expf(float x) {
     memcpy(&s2, &s2b, 4);
     if (fabsf(n) > 192.0f) return s1 * s1;
     return fmaf(s2, j, s2) * s1;
+}
+
+/* a * b + c with two roundings, which no compiler may fuse into an FMA
+ * (llama.cpp's flash attention updates its running sum this way). */
+static inline float ef__mul_add_unfused(float a, float b, float c) {
+    volatile float p = a * b;
+    return p + c;
 }
 
 /* The canonical final reduction of eight lanes. */

@@ -4,6 +4,8 @@
 # and prompt token ids must give the same tokens, for F32 and Q8_0 weights:
 # random models from slm_make_model with multi-head, grouped-query and
 # multi-query attention, tied and untied output, head sizes 16 and 64.
+# Stronger: the last token's logits after random prompts of 2..40 tokens
+# (one pass each side) must be bit-identical, for F32, F16 and Q8_0.
 # llama.cpp stops at the end-of-text token (not reported); edgefl runs
 # --no-eos, so its tokens must equal llama.cpp's and then show that token.
 # Random models have small gaps between their best logits and Q8_0 rounds
@@ -50,6 +52,22 @@ for t in f32 q8_0; do
     check "gqa-$t" 3,1,4,1,5,9,2,6 1 --type $t --dim 256 --heads 4 --kv-heads 2 --ffn 704 --layers 3 --ctx 256 --vocab 2048 --seed 9 --tied 1
     check "mqa-$t" 10,20,30 2 --type $t --dim 384 --heads 6 --kv-heads 1 --ffn 1024 --layers 2 --ctx 256 --vocab 4096 --seed 11
     check "long-$t" "$(seq -s, 7 11 500)" 2 --type $t --dim 128 --heads 2 --kv-heads 2 --ffn 256 --layers 2 --ctx 256 --vocab 1024 --seed 4
+done
+# bit-identical logits (edgefl generate --json has no logits: slm_make_model's
+# sibling program slm_logits prints them)
+cp "$src/tests/slm/llamacpp_logits.mjs" "$peer/"
+LG=$(dirname "$EF")/tests/slm_logits
+for t in f32 f16 q8_0; do
+    "$MM" "$tmp/bits-$t.gguf" --type $t --dim 256 --heads 4 --kv-heads 2 --ffn 704 --layers 4 --ctx 256 --vocab 2048 --seed 13 ||
+        { fail "slm_make_model $t"; continue; }
+    for seed in 1 2 3 4; do
+        ids=$(/usr/bin/python3 -c "import random; r=random.Random($seed); print(','.join(str(r.randrange(2047)) for _ in range(r.randint(2, 40))))")
+        "$LG" "$tmp/bits-$t.gguf" "$ids" > "$tmp/ours.bin" || { fail "slm_logits $t"; continue; }
+        (cd "$peer" && timeout 120 node llamacpp_logits.mjs "$tmp/bits-$t.gguf" "$ids" "$tmp/theirs.bin") 2> "$tmp/lg.err" ||
+            { fail "llama.cpp logits $t: $(tail -3 "$tmp/lg.err")"; continue; }
+        cmp -s "$tmp/ours.bin" "$tmp/theirs.bin" || fail "$t prompt $seed: logits not bit-identical to llama.cpp's"
+    done
+    echo "bits-$t: logits of 4 prompts compared"
 done
 # enough tokens were compared to mean something (llama.cpp may stop early at end of text)
 [ "$compared" -ge 256 ] || fail "only $compared tokens compared"
