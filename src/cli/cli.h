@@ -110,5 +110,7 @@ int cmd_keygen(int argc, char **argv);
 int cmd_loadgen(int argc, char **argv);
 int cmd_aggregator(int argc, char **argv);
 int cmd_worker(int argc, char **argv);
+int cmd_tokenizer(int argc, char **argv);
+int cmd_corpus(int argc, char **argv);
 
 #endif /* EDGEFL_CLI_H */

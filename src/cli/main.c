@@ -17,6 +17,8 @@ static const cli_cmd COMMANDS[] = {
     {"keygen", "generate an Ed25519 key pair for a server or client", cmd_keygen},
     {"loadgen", "run many light clients over MQTT to load-test a broker and server", cmd_loadgen},
     {"worker", "run a scale-out aggregator worker that shares a server's inbox over MQTT", cmd_worker},
+    {"tokenizer", "train a byte-level BPE tokenizer; encode, decode, measure text", cmd_tokenizer},
+    {"corpus", "text corpora for language models: the KJV split by verse, any text file", cmd_corpus},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 
