@@ -112,5 +112,6 @@ int cmd_aggregator(int argc, char **argv);
 int cmd_worker(int argc, char **argv);
 int cmd_tokenizer(int argc, char **argv);
 int cmd_corpus(int argc, char **argv);
+int cmd_lm(int argc, char **argv);
 
 #endif /* EDGEFL_CLI_H */

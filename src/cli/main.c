@@ -19,6 +19,7 @@ static const cli_cmd COMMANDS[] = {
     {"worker", "run a scale-out aggregator worker that shares a server's inbox over MQTT", cmd_worker},
     {"tokenizer", "train a byte-level BPE tokenizer; encode, decode, measure text", cmd_tokenizer},
     {"corpus", "text corpora for language models: the KJV split by verse, any text file", cmd_corpus},
+    {"lm", "train a small llama-style language model; evaluate bits per byte", cmd_lm},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 

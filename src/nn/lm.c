@@ -45,6 +45,15 @@
 
 #define ATT_BLOCK 32
 
+#ifdef EF_LM_PROFILE
+double ef__lm_prof[32];
+#define PROF_T0 double prof_t = ef_now()
+#define PROF(i) do { double n_ = ef_now(); ef__lm_prof[i] += n_ - prof_t; prof_t = n_; } while (0)
+#else
+#define PROF_T0
+#define PROF(i)
+#endif
+
 /* Weight pointers of one layer (into the parameter or the gradient vector). */
 typedef struct lm_lw {
     float *wqkv;  /* (D + 2 KVD, D): attn_q, attn_k, attn_v stacked */
@@ -689,6 +698,7 @@ ef_status ef_lm_forward(ef_lm *m, const int32_t *ids, const int32_t *targets, in
     ef__blas_init();
     int n = (int)N, Dn = m->D, F = m->F;
 
+    PROF_T0;
     (void)ef_embedding_forward(m->resid[0], m->ids, m->emb, n, m->V, Dn); // ids checked
     for (int l = 0; l < m->L; l++) {
         const lm_lw *w = &m->lw[l];
@@ -696,25 +706,37 @@ ef_status ef_lm_forward(ef_lm *m, const int32_t *ids, const int32_t *targets, in
         float *xin = m->resid[l], *xout = m->resid[l + 1];
         // attention block: res1 = xin + o(attn(rope(q), rope(k), v))
         ef_rmsnorm_forward(x->xn1, x->rstd1, xin, w->norm1, n, Dn, m->cfg.norm_eps, m->pool);
+        PROF(0);
         lin_fwd(m, m->qkv, x->xn1, w->wqkv, n, Dn, m->QKV, 0.0f);
+        PROF(1);
         qkv_ctx qc = {m, m->qkv, x->q, x->k, x->v, T};
         ef_pool_for(m->pool, n, scatter_rows, &qc);
+        PROF(2);
         att_ctx ac = {m, x, B, T};
         ef_pool_for(m->pool, (int64_t)B * m->NH, att_fwd_heads, &ac);
+        PROF(3);
         memcpy(x->res1, xin, N * D * sizeof(float));
         lin_fwd(m, x->res1, x->ao, w->wo, n, Dn, Dn, 1.0f);
+        PROF(4);
         // MLP block: xout = res1 + down(silu(gate) * up)
         ef_rmsnorm_forward(x->xn2, x->rstd2, x->res1, w->norm2, n, Dn, m->cfg.norm_eps, m->pool);
+        PROF(0);
         lin_fwd(m, x->gu, x->xn2, w->wgu, n, Dn, 2 * F, 0.0f);
+        PROF(5);
         ef_swiglu_forward(x->hh, x->gu, x->gu + F, n, F, 2 * F, m->pool);
+        PROF(6);
         memcpy(xout, x->res1, N * D * sizeof(float));
         lin_fwd(m, xout, x->hh, w->wd, n, F, Dn, 1.0f);
+        PROF(7);
     }
     ef_rmsnorm_forward(m->xf, m->rstdf, m->resid[m->L], m->normf, n, Dn, m->cfg.norm_eps,
                        m->pool);
+    PROF(0);
     lin_fwd(m, m->logits, m->xf, m->wout, n, Dn, m->V, 0.0f);
+    PROF(8);
     xent_ctx xc = {m, NULL, 0.0f};
     ef_pool_for(m->pool, n, xent_fwd_rows, &xc);
+    PROF(9);
     if (targets) {
         double s = 0.0;
         for (size_t i = 0; i < N; i++) s += m->losses[i];
@@ -732,12 +754,16 @@ ef_status ef_lm_backward(ef_lm *m, const float *dlosses) {
     size_t N = (size_t)n, D = (size_t)Dn;
 
     // dlogits in place, then the output projection and the final norm.
+    PROF_T0;
     xent_ctx xc = {m, dlosses, 1.0f / (float)n};
     ef_pool_for(m->pool, n, xent_bwd_rows, &xc);
+    PROF(10);
     lin_bwd(m, m->dxn, m->dwout, m->logits, m->xf, m->wout, n, Dn, m->V, 0.0f);
+    PROF(11);
     memset(m->dres, 0, N * D * sizeof(float));
     ef_rmsnorm_backward(m->dres, m->dnormf, m->dxn, m->resid[m->L], m->normf, m->rstdf, n, Dn,
                         m->pool);
+    PROF(12);
 
     for (int l = m->L - 1; l >= 0; l--) {
         const lm_lw *w = &m->lw[l];
@@ -746,22 +772,32 @@ ef_status ef_lm_backward(ef_lm *m, const float *dlosses) {
         // MLP block; dres is the gradient of its output and, through the
         // residual, of res1.
         lin_bwd(m, m->dhh, g->wd, m->dres, x->hh, w->wd, n, F, Dn, 0.0f);
-        memset(m->dgu, 0, N * 2 * (size_t)F * sizeof(float));
-        ef_swiglu_backward(m->dgu, m->dgu + F, m->dhh, x->gu, x->gu + F, n, F, 2 * F, m->pool);
+        PROF(13);
+        ef__swiglu_backward_set(m->dgu, m->dgu + F, m->dhh, x->gu, x->gu + F, n, F, 2 * F,
+                                m->pool);
+        PROF(14);
         lin_bwd(m, m->dxn, g->wgu, m->dgu, x->xn2, w->wgu, n, Dn, 2 * F, 0.0f);
+        PROF(15);
         ef_rmsnorm_backward(m->dres, g->norm2, m->dxn, x->res1, w->norm2, x->rstd2, n, Dn,
                             m->pool);
+        PROF(12);
         // attention block
         lin_bwd(m, m->dao, g->wo, m->dres, x->ao, w->wo, n, Dn, Dn, 0.0f);
+        PROF(16);
         att_ctx ac = {m, x, B, T};
         ef_pool_for(m->pool, (int64_t)B * m->NKV, att_bwd_groups, &ac);
+        PROF(17);
         qkv_ctx qc = {m, m->qkv, m->dq, m->dk, m->dv, T};
         ef_pool_for(m->pool, n, gather_rows, &qc);
+        PROF(18);
         lin_bwd(m, m->dxn, g->wqkv, m->qkv, x->xn1, w->wqkv, n, Dn, m->QKV, 0.0f);
+        PROF(19);
         ef_rmsnorm_backward(m->dres, g->norm1, m->dxn, m->resid[l], w->norm1, x->rstd1, n, Dn,
                             m->pool);
+        PROF(12);
     }
     ef_embedding_backward(m->demb, m->dres, m->ids, n, Dn);
+    PROF(20);
     return EF_OK;
 }
 
