@@ -22,13 +22,16 @@
  * - The loss is fused with the output projection's backward: the forward
  *   keeps the logits and each row's log-sum-exp; the backward turns the
  *   logits in place into their gradient.
- * Threads: matrix products split their rows (or, for weight gradients, the
- * output features) statically over the pool, each part one single-threaded
- * sgemm; attention splits (batch, head) pairs, and its backward (batch, kv
- * head) pairs, so every gradient element has one writer and a fixed order.
+ * Threads: matrix products are cut into chunks of MM_CHUNK rows (for weight
+ * gradients, of output features), each one single-threaded sgemm; attention
+ * into (batch, head) pairs, and its backward into (batch, kv head) pairs, so
+ * every gradient element has one writer and a fixed order. Threads claim
+ * chunks from a counter (dyn_run), and chunk bounds never depend on the
+ * thread count: a step gives the same bits on any number of threads.
  */
 #include <cblas.h>
 #include <math.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -408,7 +411,46 @@ void ef_lm_init(ef_lm *m, uint64_t seed) {
     }
 }
 
+/* ---- work sharing ------------------------------------------------------------------ */
+
+/*
+ * Work is cut into chunks whose bounds depend only on the problem (never on
+ * the thread count), and threads claim chunks from a shared counter. Each
+ * chunk is computed the same way whichever thread takes it, so results are
+ * the same bits for any number of threads, and a thread slowed down by
+ * another process on its core simply takes fewer chunks (a static split
+ * would leave the whole step waiting for it).
+ */
+typedef struct dyn_ctx {
+    atomic_llong next;
+    int64_t n;
+    void (*chunk)(void *ctx, int64_t k, int thread);
+    void *ctx;
+} dyn_ctx;
+
+static void dyn_task(void *vctx, int thread, int n_threads) {
+    EF_UNUSED(n_threads);
+    dyn_ctx *d = vctx;
+    for (;;) {
+        int64_t k = (int64_t)atomic_fetch_add_explicit(&d->next, 1, memory_order_relaxed);
+        if (k >= d->n) break;
+        d->chunk(d->ctx, k, thread);
+    }
+}
+
+/* Runs chunk(ctx, k, thread) for k in [0, n) on the pool's threads. */
+static void dyn_run(ef_pool *pool, int64_t n, void (*chunk)(void *, int64_t, int), void *ctx) {
+    dyn_ctx d = {.n = n, .chunk = chunk, .ctx = ctx};
+    atomic_init(&d.next, 0);
+    if (n <= 1) pool = NULL;
+    ef_pool_run(pool, dyn_task, &d);
+}
+
 /* ---- threaded matrix products -------------------------------------------------- */
+
+/* Rows per chunk: a multiple of 16 (full SIMD panels) with enough work per
+ * sgemm call that packing the shared operand stays a small cost. */
+#define MM_CHUNK 128
 
 typedef struct mm_ctx {
     int mode;             /* 0: C = A B^T; 1: C = A B; 2: C += A^T B (weight gradient) */
@@ -418,28 +460,14 @@ typedef struct mm_ctx {
     float beta;
 } mm_ctx;
 
-/* Row (or, for weight gradients, output-feature) split in multiples of 16. */
-static void split16(int n, int t, int nt, int *b, int *e) {
-    int64_t blocks = (n + 15) / 16, bb, be;
-    ef_split_range(blocks, t, nt, &bb, &be);
-    *b = (int)(bb * 16 < n ? bb * 16 : n);
-    *e = (int)(be * 16 < n ? be * 16 : n);
-}
-
-static void mm_task(void *vctx, int t, int nt) {
+static void mm_chunk(void *vctx, int64_t k, int thread) {
+    EF_UNUSED(thread);
     const mm_ctx *x = vctx;
-    int b, e;
-    if (x->mode == 2) {
-        // C (M, N) += A^T (M, K) B (K, N) with A (K, M): split C's rows.
-        split16(x->M, t, nt, &b, &e);
-        if (b < e)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, e - b, x->N, x->K, 1.0f,
-                        x->a + b, x->M, x->b, x->N, 1.0f, x->c + (size_t)b * x->N, x->N);
-        return;
-    }
-    split16(x->M, t, nt, &b, &e);
-    if (b >= e) return;
-    if (x->mode == 0) // C (M, N) = A (M, K) B^T with B (N, K)
+    int b = (int)k * MM_CHUNK, e = b + MM_CHUNK < x->M ? b + MM_CHUNK : x->M;
+    if (x->mode == 2) // C[b:e] (rows of the weight gradient) += A[:, b:e]^T B, A (K, M)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, e - b, x->N, x->K, 1.0f, x->a + b,
+                    x->M, x->b, x->N, 1.0f, x->c + (size_t)b * x->N, x->N);
+    else if (x->mode == 0) // C (M, N) = A (M, K) B^T with B (N, K)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, e - b, x->N, x->K, 1.0f,
                     x->a + (size_t)b * x->K, x->K, x->b, x->K, x->beta, x->c + (size_t)b * x->N,
                     x->N);
@@ -452,8 +480,8 @@ static void mm_task(void *vctx, int t, int nt) {
 static void mm_run(ef_lm *m, int mode, float *c, const float *a, const float *b, int M, int N,
                    int K, float beta) {
     mm_ctx x = {mode, c, a, b, M, N, K, beta};
-    ef_pool *pool = (double)M * N * K < 1e5 ? NULL : m->pool;
-    ef_pool_run(pool, mm_task, &x);
+    dyn_run((double)M * N * K < 1e5 ? NULL : m->pool, (M + MM_CHUNK - 1) / MM_CHUNK, mm_chunk,
+            &x);
 }
 
 /* out (n, OC) = beta out + inp (n, IC) @ W^T, W (OC, IC). */
@@ -546,14 +574,14 @@ static void causal_softmax_row(float *restrict row, int t, int end) {
     for (int j = t + 1; j < end; j++) row[j] = 0.0f;
 }
 
-static void att_fwd_heads(void *vctx, int64_t begin, int64_t end, int thread) {
+static void att_fwd_head(void *vctx, int64_t r, int thread) {
     EF_UNUSED(thread);
     const att_ctx *c = vctx;
     const ef_lm *m = c->m;
     const lm_la *x = c->x;
     int T = c->T, HS = m->HS, NH = m->NH, D = m->D, group = m->NH / m->NKV;
     float scale = 1.0f / sqrtf((float)HS);
-    for (int64_t r = begin; r < end; r++) {
+    {
         int b = (int)(r / NH), h = (int)(r % NH), kvh = h / group;
         const float *q = x->q + (size_t)r * T * HS;                         // (T, HS)
         const float *k = x->k + ((size_t)b * m->NKV + kvh) * T * HS;        // (T, HS)
@@ -573,14 +601,14 @@ static void att_fwd_heads(void *vctx, int64_t begin, int64_t end, int thread) {
     }
 }
 
-static void att_bwd_groups(void *vctx, int64_t begin, int64_t end, int thread) {
+static void att_bwd_group(void *vctx, int64_t r, int thread) {
     const att_ctx *c = vctx;
     const ef_lm *m = c->m;
     const lm_la *x = c->x;
     int T = c->T, HS = m->HS, NH = m->NH, NKV = m->NKV, D = m->D, group = NH / NKV;
     float scale = 1.0f / sqrtf((float)HS);
     float *ds = m->att_work + (size_t)thread * T * T; // (T, T) in causal blocks
-    for (int64_t r = begin; r < end; r++) {
+    {
         int b = (int)(r / NKV), kvh = (int)(r % NKV);
         size_t kvo = ((size_t)b * NKV + kvh) * T * HS;
         const float *k = x->k + kvo, *v = x->v + kvo; // (T, HS)
@@ -713,7 +741,7 @@ ef_status ef_lm_forward(ef_lm *m, const int32_t *ids, const int32_t *targets, in
         ef_pool_for(m->pool, n, scatter_rows, &qc);
         PROF(2);
         att_ctx ac = {m, x, B, T};
-        ef_pool_for(m->pool, (int64_t)B * m->NH, att_fwd_heads, &ac);
+        dyn_run(m->pool, (int64_t)B * m->NH, att_fwd_head, &ac);
         PROF(3);
         memcpy(x->res1, xin, N * D * sizeof(float));
         lin_fwd(m, x->res1, x->ao, w->wo, n, Dn, Dn, 1.0f);
@@ -785,7 +813,7 @@ ef_status ef_lm_backward(ef_lm *m, const float *dlosses) {
         lin_bwd(m, m->dao, g->wo, m->dres, x->ao, w->wo, n, Dn, Dn, 0.0f);
         PROF(16);
         att_ctx ac = {m, x, B, T};
-        ef_pool_for(m->pool, (int64_t)B * m->NKV, att_bwd_groups, &ac);
+        dyn_run(m->pool, (int64_t)B * m->NKV, att_bwd_group, &ac);
         PROF(17);
         qkv_ctx qc = {m, m->qkv, m->dq, m->dk, m->dv, T};
         ef_pool_for(m->pool, n, gather_rows, &qc);
