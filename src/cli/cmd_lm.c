@@ -135,12 +135,15 @@ static int lm_train(int argc, char **argv) {
         "--out FILE.safetensors saves the model with its config and tokenizer; checkpoints\n"
         "(--checkpoint, written atomically every --checkpoint-every steps, at the end and\n"
         "on SIGINT/SIGTERM) hold the model, the AdamW state, the step and the data\n"
-        "position: --resume continues the run exactly (same thread count: same bits).";
+        "position: --resume continues the run and ends with the same bits as a run that\n"
+        "was never interrupted (on any thread count). --stop-after and --time-limit end\n"
+        "an invocation early on purpose: checkpoint, validation and model file as at the end.";
     const char *corpus = NULL, *valid = NULL, *tokf = NULL, *out = NULL, *ckpt = NULL;
     const char *resume = NULL, *tok_out = NULL;
     int vocab = 0, dim = 256, layers = 4, heads = 4, kv_heads = 0, ffn = 0, seq = 256;
     int batch = 16, threads = 0, json = 0, quiet = 0, untied = 0, log_every = 10;
-    int eval_every = 200, ckpt_every = 0, eval_batches = 0;
+    int eval_every = 200, ckpt_every = 0, eval_batches = 0, stop_after = 0;
+    double time_limit = 0;
     uint64_t steps = 1000, warmup = 0, seed = 1;
     double lr = 1e-3, min_lr = -1, wd = 0.1, clip = 1.0, holdout = EF_CORPUS_HOLDOUT;
     double beta2 = 0.95, theta = 10000.0;
@@ -176,6 +179,8 @@ static int lm_train(int argc, char **argv) {
         {"checkpoint", CLI_STR, &ckpt, "FILE", "checkpoint file (default OUT.ckpt)", 0, 0, NULL, 0},
         {"checkpoint-every", CLI_INT, &ckpt_every, "N", "checkpoint every N steps, 0 = only at the end (default 0)", 0, 1 << 30, NULL, 0},
         {"resume", CLI_STR, &resume, "FILE", "continue the run of this checkpoint (model and training options come from it)", 0, 0, NULL, 0},
+        {"stop-after", CLI_INT, &stop_after, "N", "stop after N steps of this invocation (checkpoint, validate, save; resume later)", 1, 1 << 30, NULL, 0},
+        {"time-limit", CLI_FLOAT, &time_limit, "SECONDS", "stop the same way once this much time has passed", 1, 1e9, NULL, 0},
         {"json", CLI_FLAG, &json, NULL, "print one JSON object with the results on stdout", 0, 0, NULL, 0},
         {"quiet", CLI_FLAG, &quiet, NULL, "no progress output", 0, 0, NULL, 0},
         {0},
@@ -367,7 +372,7 @@ static int lm_train(int argc, char **argv) {
         if (resume) fprintf(stderr, "lm train: resumed %s at step %llu\n", resume,
                             (unsigned long long)resumed_at);
     }
-    evals = ef_calloc(tc.steps / (eval_every ? (uint64_t)eval_every : tc.steps) + 2,
+    evals = ef_calloc(tc.steps / (eval_every ? (uint64_t)eval_every : tc.steps) + 3,
                       sizeof *evals);
     if (!evals) {
         cli_error(C, "out of memory");
@@ -385,7 +390,7 @@ static int lm_train(int argc, char **argv) {
     uint64_t acc_n = 0, first_step = ef_lm_trainer_steps_done(t);
     double t_train0 = ef_now(), t_log = t_train0;
     uint64_t log_step = first_step;
-    int interrupted = 0;
+    int interrupted = 0, stopped_early = 0;
     while (ef_lm_trainer_steps_done(t) < tc.steps) {
         ef_lm_step_info info;
         double s0 = ef_now();
@@ -437,6 +442,22 @@ static int lm_train(int argc, char **argv) {
             interrupted = 1;
             break;
         }
+        if (!last && ((stop_after > 0 && info.step - first_step >= (uint64_t)stop_after) ||
+                      (time_limit > 0 && ef_now() - t_start >= time_limit))) {
+            stopped_early = 1;
+            double vl, vb;
+            if (ef_lm_evaluate(m, va, eval_n, eval_B, eval_T, tbytes, &vl, &vb, NULL) != EF_OK) {
+                cli_error(C, "%s", ef_last_error());
+                goto done;
+            }
+            evals[n_evals++] = (eval_rec){info.step, vl, vb, ef_now() - t_start};
+            if (!quiet)
+                fprintf(stderr, "step %6llu  validation loss %.4f  bits/byte %.4f  (stopping: "
+                                "%s)\n", (unsigned long long)info.step, vl, vb,
+                        stop_after > 0 && info.step - first_step >= (uint64_t)stop_after
+                            ? "--stop-after" : "--time-limit");
+            break;
+        }
     }
     if (interrupted) {
         cli_error(C, "interrupted at step %llu; continue with --resume %s",
@@ -444,10 +465,23 @@ static int lm_train(int argc, char **argv) {
         status = 130;
         goto done;
     }
+    if (n_evals == 0 || evals[n_evals - 1].step != ef_lm_trainer_steps_done(t)) {
+        // e.g. resuming a finished run: validate what is saved
+        double vl, vb;
+        if (ef_lm_evaluate(m, va, eval_n, eval_B, eval_T, tbytes, &vl, &vb, NULL) != EF_OK) {
+            cli_error(C, "%s", ef_last_error());
+            goto done;
+        }
+        evals[n_evals++] = (eval_rec){ef_lm_trainer_steps_done(t), vl, vb, ef_now() - t_start};
+    }
     if (ef_lm_trainer_save(t, ckpt, extra, 2) != EF_OK || ef_lm_save(m, out, extra, 2) != EF_OK) {
         cli_error(C, "%s", ef_last_error());
         goto done;
     }
+    if (stopped_early && !quiet)
+        fprintf(stderr, "lm train: stopped at step %llu of %llu; continue with --resume %s\n",
+                (unsigned long long)ef_lm_trainer_steps_done(t), (unsigned long long)tc.steps,
+                ckpt);
     double wall = ef_now() - t_start;
     uint64_t done_steps = ef_lm_trainer_steps_done(t) - first_step;
     double tps = train_s > 0 ? (double)done_steps * tok_per_step / train_s : 0;
@@ -471,6 +505,8 @@ static int lm_train(int argc, char **argv) {
         cJSON_AddNumberToObject(j, "batch", tc.batch);
         cJSON_AddNumberToObject(j, "steps", (double)tc.steps);
         cJSON_AddNumberToObject(j, "steps_run", (double)done_steps);
+        cJSON_AddNumberToObject(j, "steps_done", (double)ef_lm_trainer_steps_done(t));
+        cJSON_AddBoolToObject(j, "finished", ef_lm_trainer_steps_done(t) == tc.steps);
         cJSON_AddNumberToObject(j, "lr", tc.lr);
         cJSON_AddNumberToObject(j, "threads", ef_pool_threads(pool));
         cJSON_AddNumberToObject(j, "seed", (double)tc.seed);
