@@ -48,7 +48,7 @@ fuzz:
 	@command -v clang >/dev/null || { echo "make fuzz needs clang (apt-get install clang)"; exit 1; }
 	cmake -S . -B $(FUZZ_BUILD) -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug \
 	  -DEDGEFL_FUZZ=ON -DEDGEFL_BUILD_TESTS=OFF $(CMAKE_FLAGS)
-	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_idx fuzz_safetensors fuzz_wire fuzz_secagg fuzz_state
+	cmake --build $(FUZZ_BUILD) -j $(JOBS) --target fuzz_idx fuzz_safetensors fuzz_wire fuzz_secagg fuzz_state fuzz_gateway fuzz_gguf fuzz_tokenizer
 	bash fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS)
 
 install: build

@@ -23,6 +23,9 @@ PACKAGES=(
     libmosquitto-dev
     # tests/transport/test_workers.sh: signs forged updates (Ed25519) as an attacker would
     python3-cryptography
+    # small language models: the King James Bible corpus (`bible`, edgefl corpus kjv) and
+    # GPT-2's regex engine for the tokenizer's reference test (tests/data/test_bpe.c)
+    bible-kjv python3-regex
 )
 
 missing=()

@@ -31,5 +31,9 @@
 #include "edgefl/gateway.h"
 #include "edgefl/serve.h"
 #include "edgefl/transport.h"
+#include "edgefl/gguf.h"
+#include "edgefl/quant.h"
+#include "edgefl/tokenizer.h"
+#include "edgefl/corpus.h"
 
 #endif /* EDGEFL_EDGEFL_H */

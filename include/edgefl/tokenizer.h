@@ -68,7 +68,7 @@ typedef struct ef_bpe_train_stats {
 typedef struct ef_bpe_train_opts {
     /* Special tokens, appended after the merges in this order. NULL: just
      * EF_TOK_EOT. To have none, pass a non-NULL array and n_specials = 0.
-     * Each must be non-empty valid UTF-8 without NUL, at most
+     * At most 1024, each non-empty valid UTF-8 without NUL, at most
      * EF_TOK_MAX_SPECIAL_LEN bytes, unique, and not the text of a byte token.
      * Their text in the corpus separates pre-tokens and is never learned. */
     const char *const *specials;
@@ -125,7 +125,9 @@ EF_API void ef_tokenizer_free(ef_tokenizer *tok);
  * Encodes `len` bytes of `text` (any bytes) into token ids. *ids is a new
  * array of *n_ids ids (ef_free it; non-NULL even when empty). Pre-tokens up
  * to 64 bytes are cached in the tokenizer. Fails with EF_ERR_INVALID (NULL
- * arguments, unknown flags) or EF_ERR_NOMEM; then *ids is NULL and *n_ids 0.
+ * arguments, unknown flags), EF_ERR_RANGE (len above INT32_MAX: encode such
+ * text in pieces cut at line ends) or EF_ERR_NOMEM; then *ids is NULL and
+ * *n_ids 0.
  */
 EF_API ef_status ef_tokenizer_encode(const ef_tokenizer *tok, const void *text, size_t len,
                                      unsigned flags, int32_t **ids, size_t *n_ids);
@@ -142,12 +144,10 @@ EF_API ef_status ef_tokenizer_decode(const ef_tokenizer *tok, const int32_t *ids
 /*
  * End (exclusive byte offset) of the pre-token that starts at `pos` in
  * text[0..len), pos < len; always > pos. Walking pos = end until len cuts any
- * byte string into pre-tokens. ASCII is classified exactly as GPT-2's regex
- * and llama.cpp's "gpt-2" pre-tokenizer do; other valid UTF-8 uses a compact
- * table (whitespace, digits and number forms, combining marks, punctuation and
- * symbols; everything else counts as a letter). A byte that does not start a
- * valid UTF-8 sequence is one character of its own, neither letter, digit nor
- * space.
+ * byte string into pre-tokens, exactly as GPT-2's regex does on valid UTF-8
+ * (letters \p{L}, numbers \p{N} and White_Space from the Unicode 14 database;
+ * unassigned code points count as "other" like punctuation). A byte that does
+ * not start a valid UTF-8 sequence is one "other" character of its own.
  */
 EF_API size_t ef_pretoken_end(const void *text, size_t len, size_t pos);
 

@@ -283,3 +283,28 @@ int cli_print_json(const char *cmd, cJSON *j) {
     cJSON_free(text);
     return 0;
 }
+
+int cli_take_positionals(int argc, char **argv, int first, const cli_opt *opts, const char **pos,
+                         int max_pos, int *n_pos) {
+    int out = first, n = 0;
+    for (int i = first; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) == 0 && a[2] != '\0') {
+            argv[out++] = argv[i];
+            /* an option that takes a value and has no "=..." owns the next word */
+            const char *name = a + 2;
+            if (strchr(name, '=')) continue;
+            const cli_opt *o = cli_find(opts, name);
+            if (o && o->kind != CLI_FLAG && i + 1 < argc) argv[out++] = argv[++i];
+            continue;
+        }
+        if (a[0] == '-' && a[1] != '\0') { /* -h, or an error cli_parse reports */
+            argv[out++] = argv[i];
+            continue;
+        }
+        if (n < max_pos) pos[n] = a;
+        n++;
+    }
+    *n_pos = n;
+    return out;
+}

@@ -65,6 +65,16 @@ const char *cli_config_path(int argc, char **argv, int first);
 int cli_load_config(const char *cmd, const char *path, cli_opt *opts, void **keep);
 void cli_config_free(void *keep);
 
+/*
+ * For commands with positional arguments (edgefl quantize IN OUT TYPE): moves
+ * the words of argv[first..argc) that are neither options nor the value of
+ * an option in `opts` into pos[0..max_pos), compacting argv in place, and
+ * returns the new argc to hand to cli_parse. *n_pos gets the number of
+ * positionals found, which may exceed max_pos (the extra ones are dropped).
+ */
+int cli_take_positionals(int argc, char **argv, int first, const cli_opt *opts, const char **pos,
+                         int max_pos, int *n_pos);
+
 /* Prints usage, description and the option table. */
 void cli_print_help(FILE *f, const char *usage, const char *description, const cli_opt *opts);
 
@@ -110,6 +120,8 @@ int cmd_keygen(int argc, char **argv);
 int cmd_loadgen(int argc, char **argv);
 int cmd_aggregator(int argc, char **argv);
 int cmd_worker(int argc, char **argv);
+int cmd_quantize(int argc, char **argv);
+int cmd_gguf_info(int argc, char **argv);
 int cmd_tokenizer(int argc, char **argv);
 int cmd_corpus(int argc, char **argv);
 int cmd_lm(int argc, char **argv);

@@ -17,6 +17,8 @@ static const cli_cmd COMMANDS[] = {
     {"keygen", "generate an Ed25519 key pair for a server or client", cmd_keygen},
     {"loadgen", "run many light clients over MQTT to load-test a broker and server", cmd_loadgen},
     {"worker", "run a scale-out aggregator worker that shares a server's inbox over MQTT", cmd_worker},
+    {"quantize", "quantize a GGUF model to Q8_0 or Q4_0 (ggml block layouts)", cmd_quantize},
+    {"gguf-info", "print a GGUF file's metadata and tensor table", cmd_gguf_info},
     {"tokenizer", "train a byte-level BPE tokenizer; encode, decode, measure text", cmd_tokenizer},
     {"corpus", "text corpora for language models: the KJV split by verse, any text file", cmd_corpus},
     {"lm", "train a small llama-style language model; evaluate bits per byte", cmd_lm},

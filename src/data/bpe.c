@@ -496,6 +496,10 @@ ef_status ef_tokenizer_encode(const ef_tokenizer *tok, const void *text, size_t 
         return ef__fail(EF_ERR_INVALID, "ef_tokenizer_encode: NULL argument");
     if (flags & ~EF_TOK_ALLOW_SPECIAL)
         return ef__fail(EF_ERR_INVALID, "ef_tokenizer_encode: unknown flags 0x%x", flags);
+    /* symbol positions inside a pre-token are int32_t */
+    if (len > INT32_MAX)
+        return ef__fail(EF_ERR_RANGE, "ef_tokenizer_encode: %zu bytes in one call (at most %d)", len,
+                        INT32_MAX);
     enc_state e = {.tok = tok};
     const uint8_t *s = text;
     bool ok = grow((void **)&e.out, &e.cap_out, len / 3 + 16, sizeof *e.out);

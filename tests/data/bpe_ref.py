@@ -1,16 +1,20 @@
 #!/usr/bin/python3
-"""Reference for tests/data/test_bpe.c, written independently of the C code.
+r"""Reference for tests/data/test_bpe.c, written independently of the C code.
 
   bpe_ref.py pretok < lines       each input line is hex of a UTF-8 string; prints
                                   the pre-tokens of GPT-2's regex as hex, space-separated
+  bpe_ref.py pretok-unicode < lines
+                                  the same with the `regex` module (GPT-2's own engine,
+                                  full Unicode \p{L} and \p{N}); exits 3 without it
   bpe_ref.py train FILE VOCAB MINFREQ
                                   trains byte-level BPE naively (every pair recounted
                                   at every step) and prints one merge "LEFT RIGHT" (ids)
                                   per line
 
-The regex is GPT-2's with Python's `re` classes standing in for \\p{L} and
-\\p{N} ([^\\W\\d_] and \\d); the C test only feeds it characters where the two
-agree (ASCII and Latin-1 letters, ASCII digits, space, tab, CR, LF).
+In `pretok` the regex is GPT-2's with Python's `re` classes standing in for
+\p{L} and \p{N} ([^\W\d_] and \d); the C test only feeds it characters
+where the two agree (ASCII and Latin-1 letters, ASCII digits, space, tab, CR,
+LF). `pretok-unicode` uses GPT-2's exact pattern with the `regex` module.
 Training follows docs/slm.md: the text is cut at "<|endoftext|>", words are
 counted, and the most frequent pair wins, ties to the smaller left id, then
 the smaller right id; a pair whose bytes are already a token is never merged.
@@ -18,6 +22,7 @@ the smaller right id; a pair whose bytes are already a token is never merged.
 import re
 import sys
 
+GPT2 = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 PAT = re.compile(r"""'s|'t|'re|'ve|'m|'ll|'d| ?[^\W\d_]+| ?\d+| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+""")
 EOT = "<|endoftext|>"
 
@@ -77,10 +82,17 @@ def train(data, vocab, min_freq):
 
 
 def main():
-    if sys.argv[1] == "pretok":
+    if sys.argv[1] in ("pretok", "pretok-unicode"):
+        split = pretok
+        if sys.argv[1] == "pretok-unicode":
+            try:
+                import regex
+            except ImportError:
+                sys.exit(3)
+            split = regex.compile(GPT2).findall
         for line in sys.stdin:
             s = bytes.fromhex(line.strip()).decode("utf-8")
-            print(" ".join(p.encode("utf-8").hex() for p in pretok(s)))
+            print(" ".join(p.encode("utf-8").hex() for p in split(s)))
     elif sys.argv[1] == "train":
         with open(sys.argv[2], "rb") as f:
             data = f.read()
