@@ -38,6 +38,7 @@
 #include "edgefl/io.h"
 #include "edgefl/params.h"
 #include "edgefl/pool.h"
+#include "edgefl/tokenizer.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -165,6 +166,32 @@ EF_API ef_status ef_lm_read_config(const char *path, ef_lm_config *cfg);
 /* A new model from such a file: config from the metadata, parameters
  * loaded; activations for max_batch sequences. */
 EF_API ef_status ef_lm_load(ef_lm **out, const char *path, int max_batch, ef_pool *pool);
+
+/*
+ * Writes the model as a GGUF file loadable by llama.cpp, atomically:
+ * architecture "llama" with the llama.* hyperparameters llama.cpp reads
+ * (context_length = max_seq, rope.dimension_count = head_dim, ...), the
+ * tokenizer (tokenizer.ggml.model "gpt2" with its tokens, token types and
+ * merges; <|endoftext|> as BOS and EOS, add_bos_token true), general.name
+ * `name` (NULL: "edgefl-lm"), file type ALL_F32 and every tensor as F32
+ * under its llama.cpp name (output.weight absent when tied). q and k are
+ * not permuted: the model's RoPE already is llama.cpp's. `tok` must have
+ * exactly the model's vocabulary size (EF_ERR_INVALID).
+ */
+EF_API ef_status ef_lm_export_gguf(ef_lm *m, const ef_tokenizer *tok, const char *path,
+                                   const char *name);
+
+/*
+ * Reads a llama GGUF file (edgefl's export, or another llama-architecture
+ * file with a "gpt2" byte-level BPE tokenizer) into a new model with
+ * activations for max_batch sequences of llama.context_length tokens:
+ * hyperparameters from the llama.* keys, tied when output.weight is absent,
+ * tensors of type F32, F16, BF16, Q8_0 or Q4_0 expanded to F32. *tok (may
+ * be NULL) receives the file's tokenizer. EF_ERR_FORMAT / EF_ERR_UNSUPPORTED
+ * name the key or tensor at fault (partial RoPE, another tokenizer model).
+ */
+EF_API ef_status ef_lm_load_gguf(ef_lm **out, ef_tokenizer **tok, const char *path,
+                                 int max_batch, ef_pool *pool);
 
 /* ---- training -------------------------------------------------------------- */
 

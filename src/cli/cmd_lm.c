@@ -24,16 +24,19 @@
 #include "cli.h"
 #include "edgefl/corpus.h"
 #include "edgefl/lm.h"
+#include "edgefl/rng.h"
 #include "edgefl/tokenizer.h"
 
 #define TEXT_MAX ((size_t)2 << 30)
 #define META_TOKENIZER "edgefl.tokenizer"
 
 static const char *TOP_USAGE =
-    "Usage: edgefl lm <train|eval> [options]\n\n"
+    "Usage: edgefl lm <train|eval|export|sample> [options]\n\n"
     "Small llama-style language models (docs/slm.md).\n\n"
     "  train   train a model on a text corpus (or resume a checkpoint)\n"
-    "  eval    loss and bits per byte of a saved model on a text\n\n"
+    "  eval    loss and bits per byte of a saved model on a text\n"
+    "  export  convert a model to GGUF (llama.cpp) or back to safetensors\n"
+    "  sample  continue a prompt (greedy or with a temperature)\n\n"
     "'edgefl lm <sub> --help' describes a subcommand's options.\n";
 
 static volatile sig_atomic_t g_stop = 0;
@@ -104,6 +107,62 @@ static int ends_with(const char *s, const char *suffix) {
     return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
+/* A model file (.gguf, or safetensors from lm train) and its tokenizer
+ * (tokf, else the one inside the file). Returns 0 or an exit code. */
+static int load_model(const char *cmd, const char *path, const char *tokf, int batch,
+                      ef_pool *pool, ef_lm **m, ef_tokenizer **tok) {
+    *m = NULL;
+    *tok = NULL;
+    ef_tokenizer *inside = NULL;
+    if (ends_with(path, ".gguf")) {
+        if (ef_lm_load_gguf(m, &inside, path, batch, pool) != EF_OK) {
+            cli_error(cmd, "%s", ef_last_error());
+            return CLI_EXIT_FAIL;
+        }
+    } else {
+        if (ef_lm_load(m, path, batch, pool) != EF_OK) {
+            cli_error(cmd, "%s", ef_last_error());
+            return CLI_EXIT_FAIL;
+        }
+        if (!tokf && !(inside = tok_from_file(cmd, path))) goto fail;
+    }
+    if (tokf) {
+        ef_tokenizer_free(inside);
+        inside = NULL;
+        if (ef_tokenizer_load(tokf, tok) != EF_OK) {
+            cli_error(cmd, "%s", ef_last_error());
+            goto fail;
+        }
+    } else {
+        *tok = inside;
+    }
+    if ((size_t)ef_lm_get_config(*m)->vocab != ef_tokenizer_n_tokens(*tok)) {
+        cli_error(cmd, "the model has %d tokens, the tokenizer %zu", ef_lm_get_config(*m)->vocab,
+                  ef_tokenizer_n_tokens(*tok));
+        goto fail;
+    }
+    return 0;
+fail:
+    ef_lm_free(*m);
+    ef_tokenizer_free(*tok);
+    *m = NULL;
+    *tok = NULL;
+    return CLI_EXIT_FAIL;
+}
+
+/* Writes the model: GGUF (with the tokenizer) or safetensors (tokenizer and
+ * the extra pairs in the metadata). */
+static int save_model(const char *cmd, ef_lm *m, const ef_tokenizer *tok, const char *out,
+                      const char *name, const ef_st_kv *extra, size_t n_extra) {
+    ef_status st = ends_with(out, ".gguf") ? ef_lm_export_gguf(m, tok, out, name)
+                                           : ef_lm_save(m, out, extra, n_extra);
+    if (st != EF_OK) {
+        cli_error(cmd, "%s", ef_last_error());
+        return CLI_EXIT_FAIL;
+    }
+    return 0;
+}
+
 /* ---- train ------------------------------------------------------------------------ */
 
 typedef struct eval_rec {
@@ -132,7 +191,8 @@ static int lm_train(int argc, char **argv) {
         "--vocab V. Validation loss and bits per byte are measured on --valid, or on the\n"
         "lines of the corpus held out by a hash (--holdout). Progress (step, loss, lr,\n"
         "tokens/s, ETA) goes to stderr; --json prints one JSON object on stdout.\n"
-        "--out FILE.safetensors saves the model with its config and tokenizer; checkpoints\n"
+        "--out saves the model with its config and tokenizer: FILE.safetensors, or\n"
+        "FILE.gguf (llama architecture, F32, loadable by llama.cpp); checkpoints\n"
         "(--checkpoint, written atomically every --checkpoint-every steps, at the end and\n"
         "on SIGINT/SIGTERM) hold the model, the AdamW state, the step and the data\n"
         "position: --resume continues the run and ends with the same bits as a run that\n"
@@ -154,7 +214,7 @@ static int lm_train(int argc, char **argv) {
         {"tok", CLI_STR, &tokf, "FILE", "tokenizer file (edgefl tokenizer train)", 0, 0, NULL, 0},
         {"vocab", CLI_INT, &vocab, "V", "train a tokenizer of V tokens on the corpus first", 257, EF_TOK_MAX_VOCAB, NULL, 0},
         {"tok-out", CLI_STR, &tok_out, "FILE", "with --vocab: also save the tokenizer here", 0, 0, NULL, 0},
-        {"out", CLI_STR, &out, "FILE", "model file to write at the end: .safetensors (required)", 0, 0, NULL, 0},
+        {"out", CLI_STR, &out, "FILE", "model file to write at the end: .safetensors or .gguf (required)", 0, 0, NULL, 0},
         {"dim", CLI_INT, &dim, "D", "model width (default 256)", 2, 65536, NULL, 0},
         {"layers", CLI_INT, &layers, "L", "transformer blocks (default 4)", 1, 1024, NULL, 0},
         {"heads", CLI_INT, &heads, "H", "attention heads; dim/heads must be even (default 4)", 1, 65536, NULL, 0},
@@ -193,8 +253,8 @@ static int lm_train(int argc, char **argv) {
         cli_error(C, "--corpus and --out are required");
         return CLI_EXIT_USAGE;
     }
-    if (!ends_with(out, ".safetensors")) {
-        cli_error(C, "--out must end in .safetensors");
+    if (!ends_with(out, ".safetensors") && !ends_with(out, ".gguf")) {
+        cli_error(C, "--out must end in .safetensors or .gguf");
         return CLI_EXIT_USAGE;
     }
     if (!resume && !!tokf == !!vocab) {
@@ -474,10 +534,11 @@ static int lm_train(int argc, char **argv) {
         }
         evals[n_evals++] = (eval_rec){ef_lm_trainer_steps_done(t), vl, vb, ef_now() - t_start};
     }
-    if (ef_lm_trainer_save(t, ckpt, extra, 2) != EF_OK || ef_lm_save(m, out, extra, 2) != EF_OK) {
+    if (ef_lm_trainer_save(t, ckpt, extra, 2) != EF_OK) {
         cli_error(C, "%s", ef_last_error());
         goto done;
     }
+    if (save_model(C, m, tok, out, NULL, extra, 2) != 0) goto done;
     if (stopped_early && !quiet)
         fprintf(stderr, "lm train: stopped at step %llu of %llu; continue with --resume %s\n",
                 (unsigned long long)ef_lm_trainer_steps_done(t), (unsigned long long)tc.steps,
@@ -567,7 +628,7 @@ static int lm_eval(int argc, char **argv) {
     const char *model = NULL, *textf = NULL, *tokf = NULL;
     int seq = 0, batch = 8, threads = 0, json = 0;
     cli_opt opts[] = {
-        {"model", CLI_STR, &model, "FILE", "model file (.safetensors, required)", 0, 0, NULL, 0},
+        {"model", CLI_STR, &model, "FILE", "model file (.safetensors or .gguf, required)", 0, 0, NULL, 0},
         {"text", CLI_STR, &textf, "FILE", "text to score (required)", 0, 0, NULL, 0},
         {"tok", CLI_STR, &tokf, "FILE", "tokenizer file (default: the one stored in the model)", 0, 0, NULL, 0},
         {"seq", CLI_INT, &seq, "S", "context window (default: the model's)", 1, 1 << 20, NULL, 0},
@@ -593,24 +654,12 @@ static int lm_eval(int argc, char **argv) {
     int32_t *ids = NULL;
     uint32_t *tb = NULL;
     double t0 = ef_now();
-    if (tokf) {
-        if (ef_tokenizer_load(tokf, &tok) != EF_OK) {
-            cli_error(C, "%s", ef_last_error());
-            goto done;
-        }
-    } else if (!(tok = tok_from_file(C, model))) {
-        goto done;
-    }
-    if (ef_pool_new(&pool, threads) != EF_OK || ef_lm_load(&m, model, batch, pool) != EF_OK) {
+    if (ef_pool_new(&pool, threads) != EF_OK) {
         cli_error(C, "%s", ef_last_error());
         goto done;
     }
+    if (load_model(C, model, tokf, batch, pool, &m, &tok) != 0) goto done;
     const ef_lm_config *mc = ef_lm_get_config(m);
-    if ((size_t)mc->vocab != ef_tokenizer_n_tokens(tok)) {
-        cli_error(C, "the model has %d tokens, the tokenizer %zu", mc->vocab,
-                  ef_tokenizer_n_tokens(tok));
-        goto done;
-    }
     if (seq == 0 || seq > mc->max_seq) seq = mc->max_seq;
     if (ef_read_file(textf, TEXT_MAX, &text, &len) != EF_OK) {
         cli_error(C, "%s", ef_last_error());
@@ -650,6 +699,191 @@ done:
     return status;
 }
 
+/* ---- export -------------------------------------------------------------------------- */
+
+static int lm_export(int argc, char **argv) {
+    static const char *USAGE =
+        "edgefl lm export --model FILE --out FILE.gguf [--tok FILE] [--name NAME]";
+    static const char *DESC =
+        "Converts a model saved by 'edgefl lm train' (model file or checkpoint) into GGUF:\n"
+        "llama architecture, F32 tensors, the tokenizer inside, loadable by llama.cpp and by\n"
+        "'edgefl quantize'. (Or the other way: --model FILE.gguf --out FILE.safetensors.)";
+    const char *model = NULL, *out = NULL, *tokf = NULL, *name = NULL;
+    cli_opt opts[] = {
+        {"model", CLI_STR, &model, "FILE", "model to convert (required)", 0, 0, NULL, 0},
+        {"out", CLI_STR, &out, "FILE", ".gguf or .safetensors file to write (required)", 0, 0, NULL, 0},
+        {"tok", CLI_STR, &tokf, "FILE", "tokenizer file (default: the one stored in the model)", 0, 0, NULL, 0},
+        {"name", CLI_STR, &name, "NAME", "general.name in the GGUF file (default edgefl-lm)", 0, 0, NULL, 0},
+        {0},
+    };
+    int help;
+    int rc = cli_parse("lm export", argc, argv, 3, opts, &help, USAGE, DESC);
+    if (rc || help) return rc;
+    const char *C = "lm export";
+    if (!model || !out) {
+        cli_error(C, "--model and --out are required");
+        return CLI_EXIT_USAGE;
+    }
+    if (!ends_with(out, ".gguf") && !ends_with(out, ".safetensors")) {
+        cli_error(C, "--out must end in .gguf or .safetensors");
+        return CLI_EXIT_USAGE;
+    }
+    ef_lm *m = NULL;
+    ef_tokenizer *tok = NULL;
+    char *tj = NULL;
+    size_t tjl;
+    int status = load_model(C, model, tokf, 1, NULL, &m, &tok);
+    if (status == 0 && ef_tokenizer_serialize(tok, &tj, &tjl) != EF_OK) {
+        cli_error(C, "%s", ef_last_error());
+        status = CLI_EXIT_FAIL;
+    }
+    if (status == 0) {
+        ef_st_kv extra[1] = {{META_TOKENIZER, tj}};
+        status = save_model(C, m, tok, out, name, extra, 1);
+    }
+    if (status == 0)
+        fprintf(stderr, "lm export: %s -> %s (%.2fM parameters, vocab %d)\n", model, out,
+                (double)ef_lm_numel(m) / 1e6, ef_lm_get_config(m)->vocab);
+    ef_free(tj);
+    ef_lm_free(m);
+    ef_tokenizer_free(tok);
+    return status;
+}
+
+/* ---- sample --------------------------------------------------------------------------- */
+
+static int lm_sample(int argc, char **argv) {
+    static const char *USAGE =
+        "edgefl lm sample --model FILE [--prompt TEXT | --prompt-ids IDS] [-n N] [--temp T]\n"
+        "                       [--seed S] [--ids] [--json]";
+    static const char *DESC =
+        "Continues a prompt with a model, recomputing the whole window for every token (the\n"
+        "training-side forward pass: simple and exact, not fast; 'edgefl generate' is the\n"
+        "quantized inference path). --temp 0 (the default) is greedy decoding. The prompt\n"
+        "starts with <|endoftext|> like the training streams unless --prompt-ids gives the\n"
+        "exact ids. Prints the continuation (or its ids with --ids).";
+    const char *model = NULL, *prompt = "", *pids = NULL, *tokf = NULL;
+    int n = 64, ids_only = 0, json = 0, threads = 0;
+    double temp = 0;
+    uint64_t seed = 1;
+    cli_opt opts[] = {
+        {"model", CLI_STR, &model, "FILE", "model file (.safetensors or .gguf, required)", 0, 0, NULL, 0},
+        {"tok", CLI_STR, &tokf, "FILE", "tokenizer file (default: the one stored in the model)", 0, 0, NULL, 0},
+        {"prompt", CLI_STR, &prompt, "TEXT", "text to continue (default: empty)", 0, 0, NULL, 0},
+        {"prompt-ids", CLI_STR, &pids, "IDS", "the prompt as comma-separated token ids", 0, 0, NULL, 0},
+        {"n", CLI_INT, &n, "N", "tokens to generate (default 64)", 1, 1 << 20, NULL, 0},
+        {"temp", CLI_FLOAT, &temp, "T", "sampling temperature, 0 = greedy (default 0)", 0, 100, NULL, 0},
+        {"seed", CLI_U64, &seed, "S", "sampling seed (default 1)", 0, 0, NULL, 0},
+        {"threads", CLI_INT, &threads, "T", "threads (default: all CPUs)", 1, 1024, NULL, 0},
+        {"ids", CLI_FLAG, &ids_only, NULL, "print the generated ids, comma-separated", 0, 0, NULL, 0},
+        {"json", CLI_FLAG, &json, NULL, "print {\"ids\": [...], \"text\": ...}", 0, 0, NULL, 0},
+        {0},
+    };
+    for (int i = 3; i < argc; i++) // -n N, as in 'edgefl generate'
+        if (strcmp(argv[i], "-n") == 0) argv[i] = "--n";
+    int help;
+    int rc = cli_parse("lm sample", argc, argv, 3, opts, &help, USAGE, DESC);
+    if (rc || help) return rc;
+    const char *C = "lm sample";
+    if (!model) {
+        cli_error(C, "--model is required");
+        return CLI_EXIT_USAGE;
+    }
+    int status = CLI_EXIT_FAIL;
+    ef_pool *pool = NULL;
+    ef_lm *m = NULL;
+    ef_tokenizer *tok = NULL;
+    int32_t *seq = NULL, *p = NULL;
+    size_t np = 0, len = 0;
+    char *text = NULL;
+    if (ef_pool_new(&pool, threads) != EF_OK) {
+        cli_error(C, "%s", ef_last_error());
+        goto done;
+    }
+    if (load_model(C, model, tokf, 1, pool, &m, &tok) != 0) goto done;
+    int V = ef_lm_get_config(m)->vocab, T = ef_lm_get_config(m)->max_seq;
+    if (pids) {
+        size_t cap = strlen(pids) / 2 + 2;
+        p = ef_calloc(cap, sizeof *p);
+        const char *q = pids;
+        while (p && *q) {
+            char *end;
+            long v = strtol(q, &end, 10);
+            if (end == q || v < 0 || v >= V || (*end && *end != ',')) {
+                cli_error(C, "--prompt-ids: bad id list at '%s' (ids are 0..%d)", q, V - 1);
+                status = CLI_EXIT_USAGE;
+                goto done;
+            }
+            p[np++] = (int32_t)v;
+            q = *end ? end + 1 : end;
+        }
+    } else if (encode_stream(C, tok, prompt, strlen(prompt), &p, &np) != 0) {
+        goto done;
+    }
+    if (np == 0) {
+        cli_error(C, "empty prompt (the tokenizer has no <|endoftext|>): give --prompt");
+        status = CLI_EXIT_USAGE;
+        goto done;
+    }
+    seq = ef_malloc((np + (size_t)n) * sizeof *seq);
+    if (!seq) goto done;
+    memcpy(seq, p, np * sizeof *seq);
+    len = np;
+    ef_rng rng;
+    ef_rng_seed(&rng, seed);
+    for (int i = 0; i < n; i++) {
+        size_t w = len < (size_t)T ? len : (size_t)T; // the last T tokens
+        if (ef_lm_forward(m, seq + len - w, NULL, 1, (int)w, NULL) != EF_OK) {
+            cli_error(C, "%s", ef_last_error());
+            goto done;
+        }
+        const float *lg = ef_lm_logits(m) + (w - 1) * (size_t)V;
+        int best = 0;
+        for (int j = 1; j < V; j++)
+            if (lg[j] > lg[best]) best = j;
+        if (temp > 0) { // softmax(lg / temp) sampled by inversion
+            double sum = 0, u;
+            for (int j = 0; j < V; j++) sum += exp((lg[j] - lg[best]) / temp);
+            u = ef_rng_uniform_double(&rng) * sum;
+            for (int j = 0; j < V; j++) {
+                u -= exp((lg[j] - lg[best]) / temp);
+                if (u <= 0) {
+                    best = j;
+                    break;
+                }
+            }
+        }
+        seq[len++] = best;
+    }
+    size_t tl = 0;
+    if (ef_tokenizer_decode(tok, seq + np, (size_t)n, &text, &tl) != EF_OK) {
+        cli_error(C, "%s", ef_last_error());
+        goto done;
+    }
+    if (json) {
+        cJSON *j = cJSON_CreateObject();
+        cJSON *a = cJSON_AddArrayToObject(j, "ids");
+        for (int i = 0; a && i < n; i++) cJSON_AddItemToArray(a, cJSON_CreateNumber(seq[np + (size_t)i]));
+        cJSON_AddStringToObject(j, "text", text);
+        if (cli_print_json(C, j) != 0) goto done;
+    } else if (ids_only) {
+        for (int i = 0; i < n; i++) printf("%s%d", i ? "," : "", (int)seq[np + (size_t)i]);
+        printf("\n");
+    } else {
+        fwrite(text, 1, tl, stdout);
+        printf("\n");
+    }
+    status = 0;
+done:
+    ef_free(text);
+    ef_free(seq);
+    ef_free(p);
+    ef_lm_free(m);
+    ef_tokenizer_free(tok);
+    ef_pool_free(pool);
+    return status;
+}
+
 int cmd_lm(int argc, char **argv) {
     if (argc < 3 || strcmp(argv[2], "-h") == 0 || strcmp(argv[2], "--help") == 0) {
         fputs(TOP_USAGE, argc < 3 ? stderr : stdout);
@@ -657,6 +891,8 @@ int cmd_lm(int argc, char **argv) {
     }
     if (strcmp(argv[2], "train") == 0) return lm_train(argc, argv);
     if (strcmp(argv[2], "eval") == 0) return lm_eval(argc, argv);
+    if (strcmp(argv[2], "export") == 0) return lm_export(argc, argv);
+    if (strcmp(argv[2], "sample") == 0) return lm_sample(argc, argv);
     fprintf(stderr, "edgefl lm: unknown subcommand '%s'\n%s", argv[2], TOP_USAGE);
     return CLI_EXIT_USAGE;
 }
