@@ -26,6 +26,8 @@ PACKAGES=(
     # small language models: the King James Bible corpus (`bible`, edgefl corpus kjv) and
     # GPT-2's regex engine for the tokenizer's reference test (tests/data/test_bpe.c)
     bible-kjv python3-regex
+    # tests/slm: the AVX-512 inference kernels are tested through SIMDe's portable intrinsics
+    libsimde-dev
 )
 
 missing=()

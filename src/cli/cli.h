@@ -125,5 +125,7 @@ int cmd_gguf_info(int argc, char **argv);
 int cmd_tokenizer(int argc, char **argv);
 int cmd_corpus(int argc, char **argv);
 int cmd_lm(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
+int cmd_perplexity(int argc, char **argv);
 
 #endif /* EDGEFL_CLI_H */

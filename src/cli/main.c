@@ -2,7 +2,9 @@
  * edgefl command-line program: dispatches `edgefl <command>` to the
  * commands in this folder. Only the CLI may exit the process.
  */
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
 
@@ -22,6 +24,8 @@ static const cli_cmd COMMANDS[] = {
     {"tokenizer", "train a byte-level BPE tokenizer; encode, decode, measure text", cmd_tokenizer},
     {"corpus", "text corpora for language models: the KJV split by verse, any text file", cmd_corpus},
     {"lm", "train a small llama-style language model; evaluate bits per byte", cmd_lm},
+    {"generate", "generate text with a GGUF language model (quantized local inference)", cmd_generate},
+    {"perplexity", "perplexity and bits per byte of a GGUF language model on a text file", cmd_perplexity},
 };
 #define N_COMMANDS (sizeof COMMANDS / sizeof COMMANDS[0])
 
@@ -36,12 +40,28 @@ static void usage(FILE *f) {
                "\n'edgefl <command> --help' describes a command's options.\n");
 }
 
+/*
+ * The language-model commands run their own threads. OpenBLAS (linked for
+ * the training GEMMs, which call it single-threaded) starts a thread pool
+ * when it is loaded, before main, and its idle threads spin for about 0.1 s
+ * in sched_yield loops, competing with the inference threads for the cores
+ * through most of a short generation. OpenBLAS reads OPENBLAS_NUM_THREADS
+ * only at load time, so these commands run themselves once more with it set
+ * (same process id, arguments and descriptors); if that fails they go on.
+ */
+static void quiet_blas_threads(char **argv) {
+    if (getenv("OPENBLAS_NUM_THREADS")) return;
+    if (setenv("OPENBLAS_NUM_THREADS", "1", 1) != 0) return;
+    execv("/proc/self/exe", argv);
+}
+
 int main(int argc, char **argv) {
     if (argc < 2) {
         usage(stderr);
         return CLI_EXIT_USAGE;
     }
     const char *c = argv[1];
+    if (strcmp(c, "generate") == 0 || strcmp(c, "perplexity") == 0) quiet_blas_threads(argv);
     if (strcmp(c, "-h") == 0 || strcmp(c, "--help") == 0 || strcmp(c, "help") == 0) {
         if (strcmp(c, "help") == 0 && argc > 2) {
             for (size_t i = 0; i < N_COMMANDS; i++)
