@@ -126,6 +126,24 @@ EF_API ef_status ef_st_tensor_to_f32(const ef_st_tensor *t, float *out);
 EF_API ef_status ef_safetensors_save(const char *path, ef_params *p, const ef_st_kv *meta,
                                      size_t n_meta);
 
+/* One F32 tensor to write: name, shape and the caller's data (numel floats). */
+typedef struct ef_st_view {
+    const char *name;
+    int ndim;
+    int64_t shape[EF_MAX_DIMS];
+    const float *data;
+} ef_st_view;
+
+/*
+ * Writes tensors t[0..n) as F32, back to back in that order, plus the
+ * metadata strings, atomically to `path` (data section 8-byte aligned): for
+ * tensors that do not live in one ef_params (e.g. a model plus optimizer
+ * state). EF_ERR_INVALID for NULL, reserved or duplicate names, bad shapes
+ * or duplicate metadata keys; EF_ERR_IO.
+ */
+EF_API ef_status ef_safetensors_save_views(const char *path, const ef_st_view *t, size_t n,
+                                           const ef_st_kv *meta, size_t n_meta);
+
 /*
  * Fills `p` (an allocated layout) from the file: every tensor of p must be
  * present (else EF_ERR_NOT_FOUND) with the same shape (else EF_ERR_FORMAT)

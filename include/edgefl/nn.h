@@ -194,6 +194,56 @@ EF_API void ef_attention_backward_ref(float *dq, float *dk, float *dv, const flo
                                       const float *att, const float *q, const float *k,
                                       const float *v, int B, int T, int NH, int NKV, int HS);
 
+/* ---- rotary position embedding (RoPE), llama.cpp's "llama" layout ------- */
+
+/*
+ * Within each head of size HS (even), the adjacent pair (x[2i], x[2i+1]) at
+ * position t is rotated by the angle t * theta^(-2i/HS) (GGML rope mode
+ * NORMAL, as llama.cpp applies it to architecture "llama"); positions are
+ * 0..T-1 within each sequence.
+ * cs (T, HS/2, 2) receives cos and sin of every angle (computed in double).
+ */
+EF_API void ef_rope_table(float *cs, int T, int HS, float theta);
+/* out, inp (B, T, NH*HS), may be the same buffer; cs from ef_rope_table. */
+EF_API void ef_rope_forward(float *out, const float *inp, const float *cs, int B, int T, int NH,
+                            int HS, ef_pool *pool);
+/* dinp (B, T, NH*HS) += rotation of dout (B, T, NH*HS) by the opposite angles. */
+EF_API void ef_rope_backward(float *dinp, const float *dout, const float *cs, int B, int T,
+                             int NH, int HS, ef_pool *pool);
+/* References: angles computed in double from theta, no table. */
+EF_API void ef_rope_forward_ref(float *out, const float *inp, int B, int T, int NH, int HS,
+                                float theta);
+EF_API void ef_rope_backward_ref(float *dinp, const float *dout, int B, int T, int NH, int HS,
+                                 float theta);
+
+/* ---- SwiGLU: out = silu(gate) * up, silu(g) = g sigmoid(g) --------------- */
+
+/* out (N, F); gate and up (N, F) with rows `ld` floats apart (ld = F for
+ * separate buffers, ld = 2F with up = gate + F for rows [gate | up]). */
+EF_API void ef_swiglu_forward(float *out, const float *gate, const float *up, int N, int F,
+                              int ld, ef_pool *pool);
+/* dgate, dup (N, F) with stride ld accumulate (either may be NULL); dout (N, F). */
+EF_API void ef_swiglu_backward(float *dgate, float *dup, const float *dout, const float *gate,
+                               const float *up, int N, int F, int ld, ef_pool *pool);
+EF_API void ef_swiglu_forward_ref(float *out, const float *gate, const float *up, int N, int F,
+                                  int ld);
+EF_API void ef_swiglu_backward_ref(float *dgate, float *dup, const float *dout,
+                                   const float *gate, const float *up, int N, int F, int ld);
+
+/* ---- gradient-norm clipping (global L2 over one flat vector) ------------- */
+
+/* ||g||_2 of g (n), summed in double in a fixed order: the same bits for
+ * every thread count. */
+EF_API double ef_grad_norm(const float *g, size_t n, ef_pool *pool);
+/*
+ * Returns ||g||_2 before clipping and, when max_norm > 0 and
+ * max_norm / (norm + 1e-6) < 1, scales g by that factor in place
+ * (torch.nn.utils.clip_grad_norm_). A NaN or infinite norm is returned and
+ * g is left unchanged: the caller decides (skip the step, stop).
+ */
+EF_API double ef_grad_clip(float *g, size_t n, float max_norm, ef_pool *pool);
+EF_API double ef_grad_clip_ref(float *g, size_t n, float max_norm);
+
 #ifdef __cplusplus
 }
 #endif

@@ -124,6 +124,7 @@ int cmd_quantize(int argc, char **argv);
 int cmd_gguf_info(int argc, char **argv);
 int cmd_tokenizer(int argc, char **argv);
 int cmd_corpus(int argc, char **argv);
+int cmd_lm(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_perplexity(int argc, char **argv);
 

@@ -23,6 +23,7 @@ static const cli_cmd COMMANDS[] = {
     {"gguf-info", "print a GGUF file's metadata and tensor table", cmd_gguf_info},
     {"tokenizer", "train a byte-level BPE tokenizer; encode, decode, measure text", cmd_tokenizer},
     {"corpus", "text corpora for language models: the KJV split by verse, any text file", cmd_corpus},
+    {"lm", "train a small llama-style language model; evaluate bits per byte", cmd_lm},
     {"generate", "generate text with a GGUF language model (quantized local inference)", cmd_generate},
     {"perplexity", "perplexity and bits per byte of a GGUF language model on a text file", cmd_perplexity},
 };

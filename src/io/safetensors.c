@@ -546,9 +546,10 @@ static cJSON *json_uint_array(const uint64_t *v, int n) {
     return arr;
 }
 
-/* Builds the header text (JSON plus padding to 8-byte alignment of the data). */
-static ef_status build_header(const char *path, ef_params *p, const ef_st_kv *meta,
-                              size_t n_meta, char **out_json) {
+/* Builds the header text (JSON plus padding to 8-byte alignment of the data)
+ * for tensors t[0..n) stored back to back in that order. */
+static ef_status build_header(const char *path, const ef_st_view *t, size_t n,
+                              const ef_st_kv *meta, size_t n_meta, char **out_json) {
     ef_status st = EF_ERR_NOMEM;
     cJSON *root = cJSON_CreateObject();
     if (!root) goto fail;
@@ -569,26 +570,40 @@ static ef_status build_header(const char *path, ef_params *p, const ef_st_kv *me
             if (!cJSON_AddStringToObject(m, meta[i].key, meta[i].value)) goto fail;
         }
     }
-    size_t count = ef_params_count(p);
-    for (size_t i = 0; i < count; i++) {
-        const ef_tensor_info *ti = ef_params_info(p, i);
-        if (strcmp(ti->name, "__metadata__") == 0) {
-            st = ef__fail(EF_ERR_INVALID, "%s: a tensor cannot be called \"__metadata__\"", path);
+    uint64_t offset = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!t[i].name || strcmp(t[i].name, "__metadata__") == 0 ||
+            cJSON_GetObjectItemCaseSensitive(root, t[i].name)) {
+            st = ef__fail(EF_ERR_INVALID, "%s: tensor %zu has a NULL, reserved or duplicate name",
+                          path, i);
             goto fail;
         }
-        uint64_t shape[EF_MAX_DIMS], offs[2];
-        for (int d = 0; d < ti->ndim; d++) shape[d] = (uint64_t)ti->shape[d];
-        /* Tensors are contiguous in params order, so their byte offsets in
-         * the data section are the float offsets times four. */
-        offs[0] = (uint64_t)ti->offset * 4;
-        offs[1] = offs[0] + (uint64_t)ti->numel * 4;
+        if (t[i].ndim < 0 || t[i].ndim > EF_MAX_DIMS) {
+            st = ef__fail(EF_ERR_INVALID, "%s: tensor '%s' has %d dimensions", path, t[i].name,
+                          t[i].ndim);
+            goto fail;
+        }
+        uint64_t shape[EF_MAX_DIMS], offs[2], numel = 1;
+        for (int d = 0; d < t[i].ndim; d++) {
+            if (t[i].shape[d] < 0) {
+                st = ef__fail(EF_ERR_INVALID, "%s: tensor '%s' has a negative dimension", path,
+                              t[i].name);
+                goto fail;
+            }
+            shape[d] = (uint64_t)t[i].shape[d];
+            numel *= shape[d];
+        }
+        /* Tensors are stored back to back in the given order. */
+        offs[0] = offset;
+        offs[1] = offs[0] + numel * 4;
+        offset = offs[1];
         cJSON *e = cJSON_CreateObject();
         if (!e) goto fail;
-        if (!cJSON_AddItemToObject(root, ti->name, e)) {
+        if (!cJSON_AddItemToObject(root, t[i].name, e)) {
             cJSON_Delete(e);
             goto fail;
         }
-        cJSON *sh = json_uint_array(shape, ti->ndim);
+        cJSON *sh = json_uint_array(shape, t[i].ndim);
         if (!cJSON_AddStringToObject(e, "dtype", "F32") || !sh) {
             cJSON_Delete(sh);
             goto fail;
@@ -623,21 +638,46 @@ fail:
     return st;
 }
 
-ef_status ef_safetensors_save(const char *path, ef_params *p, const ef_st_kv *meta,
-                              size_t n_meta) {
+/* Appends n floats little-endian. */
+static ef_status write_f32(ef_atomic_file *f, const float *data, size_t n) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+    /* The format is little-endian: swap through a small buffer. */
+    uint32_t buf[1024];
+    for (size_t i = 0; i < n;) {
+        size_t m = n - i < 1024 ? n - i : 1024;
+        for (size_t j = 0; j < m; j++) {
+            uint32_t b;
+            memcpy(&b, &data[i + j], 4);
+            buf[j] = __builtin_bswap32(b);
+        }
+        ef_status st = ef_atomic_write(f, buf, m * 4);
+        if (st != EF_OK) return st;
+        i += m;
+    }
+    return EF_OK;
+#else
+    return ef_atomic_write(f, data, n * sizeof(float));
+#endif
+}
+
+ef_status ef_safetensors_save_views(const char *path, const ef_st_view *t, size_t n,
+                                    const ef_st_kv *meta, size_t n_meta) {
     ef_status st;
     char *json = NULL;
     ef_atomic_file *f = NULL;
-    if (!path || !p || (n_meta && !meta))
-        return ef__fail(EF_ERR_INVALID, "ef_safetensors_save: NULL argument");
-    const float *data = ef_params_data(p);
-    if (!data)
-        return ef__fail(EF_ERR_STATE, "%s: params are not allocated (call ef_params_alloc)", path);
-    size_t nbytes;
-    if (!ef__mul_size(ef_params_numel(p), sizeof(float), &nbytes))
-        return ef__fail(EF_ERR_RANGE, "%s: parameters too large", path);
+    if (!path || (n && !t) || (n_meta && !meta))
+        return ef__fail(EF_ERR_INVALID, "ef_safetensors_save_views: NULL argument");
+    for (size_t i = 0; i < n; i++) {
+        size_t numel = 1;
+        for (int d = 0; d < t[i].ndim && d < EF_MAX_DIMS; d++)
+            if (t[i].shape[d] < 0 || !ef__mul_size(numel, (size_t)t[i].shape[d], &numel) ||
+                numel > SIZE_MAX / 8)
+                return ef__fail(EF_ERR_RANGE, "%s: tensor %zu is too large", path, i);
+        if (numel && !t[i].data)
+            return ef__fail(EF_ERR_INVALID, "%s: tensor %zu has no data", path, i);
+    }
 
-    if ((st = build_header(path, p, meta, n_meta, &json)) != EF_OK) goto fail;
+    if ((st = build_header(path, t, n, meta, n_meta, &json)) != EF_OK) goto fail;
     size_t hlen = strlen(json);
     unsigned char len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (unsigned char)((uint64_t)hlen >> (8 * i));
@@ -645,25 +685,11 @@ ef_status ef_safetensors_save(const char *path, ef_params *p, const ef_st_kv *me
     if ((st = ef_atomic_open(&f, path)) != EF_OK) goto fail;
     if ((st = ef_atomic_write(f, len8, 8)) != EF_OK) goto fail;
     if ((st = ef_atomic_write(f, json, hlen)) != EF_OK) goto fail;
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-    /* The format is little-endian: swap through a small buffer. */
-    {
-        uint32_t buf[1024];
-        size_t total = ef_params_numel(p);
-        for (size_t i = 0; i < total;) {
-            size_t m = total - i < 1024 ? total - i : 1024;
-            for (size_t j = 0; j < m; j++) {
-                uint32_t b;
-                memcpy(&b, &data[i + j], 4);
-                buf[j] = __builtin_bswap32(b);
-            }
-            if ((st = ef_atomic_write(f, buf, m * 4)) != EF_OK) goto fail;
-            i += m;
-        }
+    for (size_t i = 0; i < n; i++) {
+        size_t numel = 1;
+        for (int d = 0; d < t[i].ndim; d++) numel *= (size_t)t[i].shape[d];
+        if ((st = write_f32(f, t[i].data, numel)) != EF_OK) goto fail;
     }
-#else
-    if ((st = ef_atomic_write(f, data, nbytes)) != EF_OK) goto fail;
-#endif
     st = ef_atomic_commit(f);
     f = NULL;
     if (st != EF_OK) goto fail;
@@ -673,6 +699,28 @@ ef_status ef_safetensors_save(const char *path, ef_params *p, const ef_st_kv *me
 fail:
     ef_atomic_abort(f);
     ef_free(json);
+    return st;
+}
+
+ef_status ef_safetensors_save(const char *path, ef_params *p, const ef_st_kv *meta,
+                              size_t n_meta) {
+    if (!path || !p || (n_meta && !meta))
+        return ef__fail(EF_ERR_INVALID, "ef_safetensors_save: NULL argument");
+    float *data = ef_params_data(p);
+    if (!data)
+        return ef__fail(EF_ERR_STATE, "%s: params are not allocated (call ef_params_alloc)", path);
+    size_t count = ef_params_count(p);
+    ef_st_view *v = ef_calloc(count ? count : 1, sizeof *v);
+    if (!v) return EF_ERR_NOMEM;
+    for (size_t i = 0; i < count; i++) {
+        const ef_tensor_info *ti = ef_params_info(p, i);
+        v[i].name = ti->name;
+        v[i].ndim = ti->ndim;
+        memcpy(v[i].shape, ti->shape, sizeof v[i].shape);
+        v[i].data = data + ti->offset;
+    }
+    ef_status st = ef_safetensors_save_views(path, v, count, meta, n_meta);
+    ef_free(v);
     return st;
 }
 

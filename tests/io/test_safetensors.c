@@ -680,6 +680,40 @@ static void test_oom(void) {
     ef_params_free(p);
 }
 
+/* Tensors from separate buffers (ef_safetensors_save_views): read back
+ * exactly, in order; bad names and shapes refused with nothing written. */
+static void test_views(void) {
+    float a[6] = {1, 2, 3, 4, 5, 6}, b[3] = {-1.5f, 0.25f, 1e-30f}, s = 42.0f;
+    ef_st_view v[3] = {{"a", 2, {2, 3}, a}, {"opt.m", 1, {3}, b}, {"scalar", 0, {0}, &s}};
+    ef_st_kv meta[1] = {{"k", "v"}};
+    const char *path = tpath("views.safetensors");
+    CHECK_OK(ef_safetensors_save_views(path, v, 3, meta, 1));
+    ef_safetensors *st = NULL;
+    CHECK_OK(ef_safetensors_open(&st, path));
+    if (st) {
+        CHECK(ef_safetensors_count(st) == 3);
+        const ef_st_tensor *t = ef_safetensors_tensor(st, 0);
+        CHECK(strcmp(t->name, "a") == 0 && t->ndim == 2 && t->shape[1] == 3);
+        CHECK(memcmp(t->data, a, sizeof a) == 0);
+        t = ef_safetensors_find(st, "opt.m");
+        CHECK(t && t->numel == 3 && memcmp(t->data, b, sizeof b) == 0);
+        t = ef_safetensors_find(st, "scalar");
+        CHECK(t && t->ndim == 0 && t->numel == 1 && memcmp(t->data, &s, 4) == 0);
+        CHECK(strcmp(ef_safetensors_meta(st, "k"), "v") == 0);
+        ef_safetensors_close(st);
+    }
+    const char *bad = tpath("views-bad.safetensors");
+    ef_st_view d[2] = {{"x", 1, {3}, b}, {"x", 1, {3}, b}};
+    CHECK(ef_safetensors_save_views(bad, d, 2, NULL, 0) == EF_ERR_INVALID);
+    d[1].name = "__metadata__";
+    CHECK(ef_safetensors_save_views(bad, d, 2, NULL, 0) == EF_ERR_INVALID);
+    d[1].name = "y", d[1].shape[0] = -1;
+    CHECK(ef_safetensors_save_views(bad, d, 2, NULL, 0) != EF_OK);
+    d[1].shape[0] = 3, d[1].data = NULL;
+    CHECK(ef_safetensors_save_views(bad, d, 2, NULL, 0) == EF_ERR_INVALID);
+    CHECK(access(bad, F_OK) != 0);
+}
+
 int main(void) {
     const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
     snprintf(g_dir, sizeof g_dir, "%s/edgefl-st-XXXXXX", tmp);
@@ -688,6 +722,7 @@ int main(void) {
         return 1;
     }
     test_roundtrip();
+    test_views();
     test_f16_all();
     test_malformed();
     test_load_params_errors();
