@@ -53,8 +53,20 @@
 #define TILE_F32(RM, RN, ...) tile_f(RM, RN, 0, __VA_ARGS__)
 #define TILE_F16(RM, RN, ...) tile_f(RM, RN, 1, __VA_ARGS__)
 /* one activation row: four weight rows at a time through mv_q4rows */
-#define TILE_Q8(RM, RN, ...) ((RN) == 1 && (RM) == 4 ? mv_tile(0, __VA_ARGS__) : tile_q(RM, RN, 0, __VA_ARGS__))
-#define TILE_Q4(RM, RN, ...) ((RN) == 1 && (RM) == 4 ? mv_tile(1, __VA_ARGS__) : tile_q(RM, RN, 1, __VA_ARGS__))
+#define TILE_Q8(RM, RN, ...)                                                                              \
+    ((RM) == 4 && (RN) == 1   ? mv_tile(0, __VA_ARGS__)                                                     \
+     : (RM) == 4 && (RN) == 2 ? mm_tile(0, __VA_ARGS__)                                                     \
+                              : tile_q(RM, RN, 0, __VA_ARGS__))
+#define TILE_Q4(RM, RN, ...)                                                                              \
+    ((RM) == 4 && (RN) == 1   ? mv_tile(1, __VA_ARGS__)                                                     \
+     : (RM) == 4 && (RN) == 2 ? mm_tile(1, __VA_ARGS__)                                                     \
+                              : tile_q(RM, RN, 1, __VA_ARGS__))
+
+INL void mm_tile(int Q4, float *y, int64_t ldy, const char *w, size_t ws, const char *x, size_t xs, int64_t n,
+                 int64_t r, int64_t b) {
+    mm_q4x2(Q4, y + b * ldy, ldy, w, ws, (const ef__blk_q8_0 *)(x + (size_t)b * xs),
+            (const ef__blk_q8_0 *)(x + (size_t)(b + 1) * xs), n, r);
+}
 
 INL void mv_tile(int Q4, float *y, int64_t ldy, const char *w, size_t ws, const char *x, size_t xs, int64_t n,
                  int64_t r, int64_t b) {

@@ -459,4 +459,61 @@ INL void mv_q4rows(int Q4, float *y, const char *w, size_t ws, const ef__blk_q8_
     y[r + 3] = hsum_ps(a3);
 }
 
+/* The same for two activation rows (prompt batches): eight accumulators,
+ * each weight block loaded once for both, the four rows' scales converted
+ * together and multiplied by each activation row's scale. */
+INL void mm_q4x2(int Q4, float *y, int64_t ldy, const char *w, size_t ws, const ef__blk_q8_0 *x0,
+                 const ef__blk_q8_0 *x1, int64_t n, int64_t r) {
+    const char *w0 = w + (size_t)r * ws, *w1 = w0 + ws, *w2 = w1 + ws, *w3 = w2 + ws;
+    __m256 a00 = _mm256_setzero_ps(), a10 = a00, a20 = a00, a30 = a00;
+    __m256 a01 = a00, a11 = a00, a21 = a00, a31 = a00;
+    const int64_t nblk = n / EF_QK;
+    const size_t bs = Q4 ? sizeof(ef__blk_q4_0) : sizeof(ef__blk_q8_0);
+    const __m256i eight = _mm256_set1_epi8(8);
+    for (int64_t k = 0; k < nblk; k++) {
+        const size_t o = (size_t)k * bs;
+        const __m256i y0 = _mm256_loadu_si256((const __m256i *)x0[k].qs);
+        const __m256i y1 = _mm256_loadu_si256((const __m256i *)x1[k].qs);
+        uint16_t h0, h1, h2, h3;
+        memcpy(&h0, w0 + o, 2);
+        memcpy(&h1, w1 + o, 2);
+        memcpy(&h2, w2 + o, 2);
+        memcpy(&h3, w3 + o, 2);
+        const uint64_t hs = (uint64_t)h0 | (uint64_t)h1 << 16 | (uint64_t)h2 << 32 | (uint64_t)h3 << 48;
+        const __m128 da = _mm_cvtph_ps(_mm_cvtsi64_si128((long long)hs));
+        const __m128 d0 = _mm_mul_ps(da, _mm_set1_ps(h2f(x0[k].d))), d1 = _mm_mul_ps(da, _mm_set1_ps(h2f(x1[k].d)));
+        const __m256 e0 = _mm256_insertf128_ps(_mm256_castps128_ps256(d0), d0, 1);
+        const __m256 e1 = _mm256_insertf128_ps(_mm256_castps128_ps256(d1), d1, 1);
+#define ROW(W, I, A0, A1, SH)                                                                              \
+    do {                                                                                                   \
+        __m256i s0, s1;                                                                                    \
+        if (Q4) {                                                                                          \
+            const __m256i q = q4_bytes((const uint8_t *)(W) + o + 2);                                      \
+            s0 = _mm256_sub_epi32(dot_u8s8(q, y0), dot_u8s8(eight, y0));                                   \
+            s1 = _mm256_sub_epi32(dot_u8s8(q, y1), dot_u8s8(eight, y1));                                   \
+        } else {                                                                                           \
+            const __m256i q = _mm256_loadu_si256((const __m256i *)((W) + o + 2));                          \
+            const __m256i aq = _mm256_sign_epi8(q, q);                                                     \
+            s0 = dot_u8s8(aq, _mm256_sign_epi8(y0, q));                                                    \
+            s1 = dot_u8s8(aq, _mm256_sign_epi8(y1, q));                                                    \
+        }                                                                                                  \
+        A0 = _mm256_fmadd_ps(_mm256_shuffle_ps(e0, e0, SH), _mm256_cvtepi32_ps(s0), A0);                   \
+        A1 = _mm256_fmadd_ps(_mm256_shuffle_ps(e1, e1, SH), _mm256_cvtepi32_ps(s1), A1);                   \
+    } while (0)
+        ROW(w0, 0, a00, a01, 0x00);
+        ROW(w1, 1, a10, a11, 0x55);
+        ROW(w2, 2, a20, a21, 0xaa);
+        ROW(w3, 3, a30, a31, 0xff);
+#undef ROW
+    }
+    y[r] = hsum_ps(a00);
+    y[r + 1] = hsum_ps(a10);
+    y[r + 2] = hsum_ps(a20);
+    y[r + 3] = hsum_ps(a30);
+    y[ldy + r] = hsum_ps(a01);
+    y[ldy + r + 1] = hsum_ps(a11);
+    y[ldy + r + 2] = hsum_ps(a21);
+    y[ldy + r + 3] = hsum_ps(a31);
+}
+
 #endif /* EDGEFL_SLM_KERNELS_X86_INL_H */
