@@ -16,12 +16,15 @@
  * writes them to the cache, which nobody reads at that position during the
  * pass.
  *
- * Arithmetic. Mirrors llama.cpp where it is cheap to: RMSNorm sums squares
- * in double and multiplies (x * scale) * w; RoPE angles are pos *
- * theta^(-2i/head_dim) built by repeated multiplication in float; with the
- * default F16 cache the query is rounded to F16 for its dot products with
- * the keys, as llama.cpp's flash attention does. Every kernel set computes
- * bit-identical results, and so does any split into passes or threads.
+ * Arithmetic. llama.cpp's CPU backend's, so that logits are bit-identical
+ * to its own (docs/slm.md, "Matching llama.cpp"): RMSNorm sums squares in
+ * double and multiplies (x * scale) * w; RoPE angles are pos *
+ * theta^(-2i/head_dim) built by repeated multiplication in float; attention
+ * is its flash-attention loop (query rounded to F16 with the default cache);
+ * the last layer's MLP runs on the rows whose logits are wanted. Every
+ * kernel set computes bit-identical results, and so does any number of
+ * threads or split into passes (for F32/F16 weights, passes of one token
+ * among themselves: see slm_internal.h).
  */
 #include <math.h>
 #include <sched.h>
@@ -37,9 +40,9 @@ typedef struct thr_buf {
     float *kr;       /* (2, head_dim) this thread's rotated key of the current position, its query */
     void *acc;       /* (head_dim) attention accumulator, F16 or F32 */
     float *sc;       /* (2, n_ctx) attention scratch */
-    void *kc, *vc;   /* the same in the cache's type */
+    void *kc, *vc;   /* the current key (rotated) and value in the cache's type */
     void *qc;        /* (head_dim) query in the cache's type */
-    int kr_g;        /* group kr/vr hold, -1 if none */
+    int kr_g;        /* group kr/kc/vc hold, -1 if none */
 } thr_buf;
 
 /* What the conversions of one activation produced so far (per thread). */
