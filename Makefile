@@ -41,6 +41,7 @@ bench: deps
 	bash bench/sim_vs_torch
 	bash bench/secagg
 	bash bench/mqtt_load
+	bash bench/lm_train_vs_torch
 
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60

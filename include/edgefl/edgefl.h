@@ -35,5 +35,7 @@
 #include "edgefl/quant.h"
 #include "edgefl/tokenizer.h"
 #include "edgefl/corpus.h"
+#include "edgefl/lm.h"
+#include "edgefl/slm.h"
 
 #endif /* EDGEFL_EDGEFL_H */

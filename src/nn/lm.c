@@ -581,23 +581,21 @@ static void att_fwd_head(void *vctx, int64_t r, int thread) {
     const lm_la *x = c->x;
     int T = c->T, HS = m->HS, NH = m->NH, D = m->D, group = m->NH / m->NKV;
     float scale = 1.0f / sqrtf((float)HS);
-    {
-        int b = (int)(r / NH), h = (int)(r % NH), kvh = h / group;
-        const float *q = x->q + (size_t)r * T * HS;                         // (T, HS)
-        const float *k = x->k + ((size_t)b * m->NKV + kvh) * T * HS;        // (T, HS)
-        const float *v = x->v + ((size_t)b * m->NKV + kvh) * T * HS;        // (T, HS)
-        float *P = x->att + (size_t)r * T * T;                              // (T, T)
-        float *o = x->ao + (size_t)b * T * D + (size_t)h * HS;              // (T, HS), ld D
-        for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
-            int i1 = i0 + ATT_BLOCK < T ? i0 + ATT_BLOCK : T, rows = i1 - i0;
-            // S[i0:i1, 0:i1] = scale q[i0:i1] k[0:i1]^T
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, i1, HS, scale,
-                        q + (size_t)i0 * HS, HS, k, HS, 0.0f, P + (size_t)i0 * T, T);
-            for (int t = i0; t < i1; t++) causal_softmax_row(P + (size_t)t * T, t, i1);
-            // o[i0:i1] = P[i0:i1, 0:i1] v[0:i1]
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, HS, i1, 1.0f,
-                        P + (size_t)i0 * T, T, v, HS, 0.0f, o + (size_t)i0 * D, D);
-        }
+    int b = (int)(r / NH), h = (int)(r % NH), kvh = h / group;
+    const float *q = x->q + (size_t)r * T * HS;                         // (T, HS)
+    const float *k = x->k + ((size_t)b * m->NKV + kvh) * T * HS;        // (T, HS)
+    const float *v = x->v + ((size_t)b * m->NKV + kvh) * T * HS;        // (T, HS)
+    float *P = x->att + (size_t)r * T * T;                              // (T, T)
+    float *o = x->ao + (size_t)b * T * D + (size_t)h * HS;              // (T, HS), ld D
+    for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
+        int i1 = i0 + ATT_BLOCK < T ? i0 + ATT_BLOCK : T, rows = i1 - i0;
+        // S[i0:i1, 0:i1] = scale q[i0:i1] k[0:i1]^T
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, i1, HS, scale,
+                    q + (size_t)i0 * HS, HS, k, HS, 0.0f, P + (size_t)i0 * T, T);
+        for (int t = i0; t < i1; t++) causal_softmax_row(P + (size_t)t * T, t, i1);
+        // o[i0:i1] = P[i0:i1, 0:i1] v[0:i1]
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, HS, i1, 1.0f,
+                    P + (size_t)i0 * T, T, v, HS, 0.0f, o + (size_t)i0 * D, D);
     }
 }
 
@@ -608,45 +606,43 @@ static void att_bwd_group(void *vctx, int64_t r, int thread) {
     int T = c->T, HS = m->HS, NH = m->NH, NKV = m->NKV, D = m->D, group = NH / NKV;
     float scale = 1.0f / sqrtf((float)HS);
     float *ds = m->att_work + (size_t)thread * T * T; // (T, T) in causal blocks
-    {
-        int b = (int)(r / NKV), kvh = (int)(r % NKV);
-        size_t kvo = ((size_t)b * NKV + kvh) * T * HS;
-        const float *k = x->k + kvo, *v = x->v + kvo; // (T, HS)
-        float *dk = m->dk + kvo, *dv = m->dv + kvo;   // (T, HS)
-        memset(dk, 0, (size_t)T * HS * sizeof(float));
-        memset(dv, 0, (size_t)T * HS * sizeof(float));
-        for (int g = 0; g < group; g++) {
-            int h = kvh * group + g;
-            size_t qo = ((size_t)b * NH + h) * T * HS;
-            const float *q = x->q + qo;                                  // (T, HS)
-            float *dq = m->dq + qo;                                      // (T, HS)
-            const float *P = x->att + ((size_t)b * NH + h) * T * T;       // (T, T)
-            const float *dO = m->dao + (size_t)b * T * D + (size_t)h * HS; // (T, HS), ld D
-            for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
-                int i1 = i0 + ATT_BLOCK < T ? i0 + ATT_BLOCK : T, rows = i1 - i0;
-                const float *Pb = P + (size_t)i0 * T;
-                float *dsb = ds + (size_t)i0 * T;
-                // dP[i0:i1, 0:i1] = dO[i0:i1] v[0:i1]^T
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, i1, HS, 1.0f,
-                            dO + (size_t)i0 * D, D, v, HS, 0.0f, dsb, T);
-                // dv[0:i1] += P[i0:i1, 0:i1]^T dO[i0:i1]
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, i1, HS, rows, 1.0f, Pb, T,
-                            dO + (size_t)i0 * D, D, 1.0f, dv, HS);
-                // dS = P (dP - sum_j P dP) * scale, row by row (zero above the diagonal)
-                for (int t = i0; t < i1; t++) {
-                    const float *pr = P + (size_t)t * T;
-                    float *dr = ds + (size_t)t * T;
-                    float dot = ef__dot(pr, dr, t + 1);
-                    for (int j = 0; j <= t; j++) dr[j] = pr[j] * (dr[j] - dot) * scale;
-                    for (int j = t + 1; j < i1; j++) dr[j] = 0.0f;
-                }
-                // dq[i0:i1] = dS[i0:i1, 0:i1] k[0:i1]
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, HS, i1, 1.0f, dsb,
-                            T, k, HS, 0.0f, dq + (size_t)i0 * HS, HS);
-                // dk[0:i1] += dS[i0:i1, 0:i1]^T q[i0:i1]
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, i1, HS, rows, 1.0f, dsb, T,
-                            q + (size_t)i0 * HS, HS, 1.0f, dk, HS);
+    int b = (int)(r / NKV), kvh = (int)(r % NKV);
+    size_t kvo = ((size_t)b * NKV + kvh) * T * HS;
+    const float *k = x->k + kvo, *v = x->v + kvo; // (T, HS)
+    float *dk = m->dk + kvo, *dv = m->dv + kvo;   // (T, HS)
+    memset(dk, 0, (size_t)T * HS * sizeof(float));
+    memset(dv, 0, (size_t)T * HS * sizeof(float));
+    for (int g = 0; g < group; g++) {
+        int h = kvh * group + g;
+        size_t qo = ((size_t)b * NH + h) * T * HS;
+        const float *q = x->q + qo;                                  // (T, HS)
+        float *dq = m->dq + qo;                                      // (T, HS)
+        const float *P = x->att + ((size_t)b * NH + h) * T * T;       // (T, T)
+        const float *dO = m->dao + (size_t)b * T * D + (size_t)h * HS; // (T, HS), ld D
+        for (int i0 = 0; i0 < T; i0 += ATT_BLOCK) {
+            int i1 = i0 + ATT_BLOCK < T ? i0 + ATT_BLOCK : T, rows = i1 - i0;
+            const float *Pb = P + (size_t)i0 * T;
+            float *dsb = ds + (size_t)i0 * T;
+            // dP[i0:i1, 0:i1] = dO[i0:i1] v[0:i1]^T
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, i1, HS, 1.0f,
+                        dO + (size_t)i0 * D, D, v, HS, 0.0f, dsb, T);
+            // dv[0:i1] += P[i0:i1, 0:i1]^T dO[i0:i1]
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, i1, HS, rows, 1.0f, Pb, T,
+                        dO + (size_t)i0 * D, D, 1.0f, dv, HS);
+            // dS = P (dP - sum_j P dP) * scale, row by row (zero above the diagonal)
+            for (int t = i0; t < i1; t++) {
+                const float *pr = P + (size_t)t * T;
+                float *dr = ds + (size_t)t * T;
+                float dot = ef__dot(pr, dr, t + 1);
+                for (int j = 0; j <= t; j++) dr[j] = pr[j] * (dr[j] - dot) * scale;
+                for (int j = t + 1; j < i1; j++) dr[j] = 0.0f;
             }
+            // dq[i0:i1] = dS[i0:i1, 0:i1] k[0:i1]
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, rows, HS, i1, 1.0f, dsb,
+                        T, k, HS, 0.0f, dq + (size_t)i0 * HS, HS);
+            // dk[0:i1] += dS[i0:i1, 0:i1]^T q[i0:i1]
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, i1, HS, rows, 1.0f, dsb, T,
+                        q + (size_t)i0 * HS, HS, 1.0f, dk, HS);
         }
     }
 }
