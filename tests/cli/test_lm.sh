@@ -110,7 +110,8 @@ expect 2 "$EF" lm train --corpus "$tmp/corpus.txt" --vocab 300
 err_has "required"
 expect 2 "$EF" lm train --corpus "$tmp/corpus.txt" --vocab 300 --tok "$tmp/tok.json" --out "$tmp/x.safetensors"
 err_has "exactly one of --tok"
-expect 2 "$EF" lm train --corpus "$tmp/corpus.txt" --tok "$tmp/tok.json" --out "$tmp/x.gguf"
+expect 2 "$EF" lm train --corpus "$tmp/corpus.txt" --tok "$tmp/tok.json" --out "$tmp/x.bin"
+err_has "must end in .safetensors or .gguf"
 expect 2 "$EF" lm train --corpus "$tmp/corpus.txt" --resume "$tmp/b.safetensors.ckpt" --dim 48 --out "$tmp/x.safetensors"
 err_has "cannot be changed when resuming"
 expect 2 "$EF" lm train --corpus "$tmp/corpus.txt" --tok "$tmp/tok.json" --out "$tmp/x.safetensors" --heads 3
