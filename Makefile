@@ -42,6 +42,7 @@ bench: deps
 	bash bench/secagg
 	bash bench/mqtt_load
 	bash bench/lm_train_vs_torch
+	bash bench/generate_vs_llamacpp
 
 FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60

@@ -151,9 +151,10 @@ EF_API void ef_dequantize_row_q4_0(const ef_block_q4_0 *x, float *y, size_t k);
  * Q4_0) into dst, which must hold ef_ggml_row_size(type, n_per_row) * n_rows
  * bytes; the byte count goes to *out_bytes (may be NULL). Fails with
  * EF_ERR_INVALID for another type, a row length that is not a multiple of
- * the block size, or (quantized types) a NaN or infinite input value, named
- * by row and column; EF_ERR_RANGE for a block whose f16 scale would
- * overflow (max |x| above 127 * 65504 for Q8_0, 8 * 65504 for Q4_0);
+ * the block size, or (quantized types and F16) a NaN or infinite input
+ * value, named by row and column; EF_ERR_RANGE for a block whose f16 scale
+ * would overflow (max |x| above 127 * 65504 for Q8_0, 8 * 65504 for Q4_0)
+ * or, for F16, a value that rounds to infinity (|x| >= 65520);
  * EF_ERR_UNSUPPORTED for a known type not written here.
  * On failure dst may be partly written.
  */

@@ -1,7 +1,7 @@
 /*
- * `edgefl quantize IN.gguf OUT.gguf {q8_0,q4_0}`: writes a copy of a GGUF
- * model with its weight matrices quantized to ggml's Q8_0 or Q4_0 blocks,
- * the way llama-quantize does for these types:
+ * `edgefl quantize IN.gguf OUT.gguf {q8_0,q4_0,f16}`: writes a copy of a GGUF
+ * model with its weight matrices quantized to ggml's Q8_0 or Q4_0 blocks (or
+ * converted to F16), the way llama-quantize does for these types:
  *   - quantized: tensors whose name ends in "weight" with 2 or more
  *     dimensions, except norms and the few small tensors llama.cpp keeps
  *     (expert gates, position and token-type embeddings, ...);
@@ -10,9 +10,9 @@
  *     edgefl does not implement; Q8_0 is llama.cpp's own fallback for it.
  *     --pure quantizes it to Q4_0 like everything else (llama-quantize --pure);
  *   - a matrix whose rows are not a multiple of 32 stays as it is (llama.cpp
- *     refuses such a model for Q4_0 / Q8_0);
+ *     refuses such a model for Q4_0 / Q8_0); F16 takes any row length;
  *   - metadata copied, general.file_type set to llama.cpp's ftype (Q8_0: 7,
- *     Q4_0: 2), general.quantization_version to 2.
+ *     Q4_0: 2, F16: 1), general.quantization_version to 2.
  * Sources may be F32, F16 or BF16; a tensor already of the target type is
  * copied; other quantized types are refused (no requantization, as
  * llama-quantize by default). Weights are quantized while the output is
@@ -28,12 +28,14 @@
 #include "cli.h"
 #include "edgefl/gguf.h"
 
-static const char *USAGE = "edgefl quantize IN.gguf OUT.gguf {q8_0,q4_0} [--pure] [--json] [--quiet]";
+static const char *USAGE =
+    "edgefl quantize IN.gguf OUT.gguf {q8_0,q4_0,f16} [--pure] [--json] [--quiet]";
 static const char *DESC =
     "Quantizes the weight matrices of a GGUF model (F32, F16 or BF16) to ggml's Q8_0 or\n"
-    "Q4_0 blocks, bit-exact with llama.cpp's reference quantizers, and writes OUT\n"
-    "atomically. Norms and other 1-D tensors stay F32. With q4_0 the output projection\n"
-    "(output.weight, or token_embd.weight when tied) is written as Q8_0 unless --pure.\n"
+    "Q4_0 blocks, bit-exact with llama.cpp's reference quantizers, or converts them to\n"
+    "F16 (round to nearest even), and writes OUT atomically. Norms and other 1-D tensors\n"
+    "stay F32. With q4_0 the output projection (output.weight, or token_embd.weight\n"
+    "when tied) is written as Q8_0 unless --pure.\n"
     "Progress goes to stderr; the summary (sizes, ratio) to stdout.";
 
 typedef struct plan {
@@ -145,8 +147,10 @@ int cmd_quantize(int argc, char **argv) {
         ftype = EF_LLAMA_FTYPE_MOSTLY_Q8_0;
     } else if (target == EF_GGML_Q4_0) {
         ftype = EF_LLAMA_FTYPE_MOSTLY_Q4_0;
+    } else if (target == EF_GGML_F16) {
+        ftype = EF_LLAMA_FTYPE_MOSTLY_F16;
     } else {
-        cli_error("quantize", "type '%s' is not one of q8_0, q4_0", pos[2]);
+        cli_error("quantize", "type '%s' is not one of q8_0, q4_0, f16", pos[2]);
         return CLI_EXIT_USAGE;
     }
     if (pure && target != EF_GGML_Q4_0) {
@@ -184,7 +188,7 @@ int cmd_quantize(int argc, char **argv) {
         int is_output = strcmp(t->name, "output.weight") == 0 ||
                         (!has_output && strcmp(t->name, "token_embd.weight") == 0);
         if (target == EF_GGML_Q4_0 && is_output && !pure) want = EF_GGML_Q8_0;
-        if (t->ne[0] % ef_ggml_blck_size(want) != 0) {
+        if (t->ne[0] % ef_ggml_blck_size(want) != 0) { /* never for F16 (blocks of 1) */
             p->why = "row length not a multiple of 32";
             n_kept_rows++;
             continue;

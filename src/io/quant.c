@@ -286,16 +286,24 @@ ef_status ef_quantize(int type, const float *src, void *dst, int64_t n_rows, int
     if ((uint64_t)n_rows > SIZE_MAX || !ef__mul_size(row_bytes, (size_t)n_rows, &total))
         return ef__fail(EF_ERR_RANGE, "ef_quantize: %lld rows of %lld are too large",
                         (long long)n_rows, (long long)n_per_row);
-    if (t->quantized) {
+    if (t->quantized || type == EF_GGML_F16) {
         /* A non-finite weight has no block encoding; llama.cpp's validation
-         * refuses such blocks too. Check before writing anything. */
+         * refuses such blocks too. F16 could hold it, but a model with one is
+         * broken: refuse it too, and a finite value that F16 would round to
+         * infinity (|x| >= 65520). Check before writing anything. */
         for (int64_t r = 0; r < n_rows; r++)
-            for (int64_t c = 0; c < n_per_row; c++)
-                if (!isfinite(src[r * n_per_row + c]))
+            for (int64_t c = 0; c < n_per_row; c++) {
+                float x = src[r * n_per_row + c];
+                if (!isfinite(x))
                     return ef__fail(EF_ERR_INVALID,
                                     "value at row %lld, column %lld is %s: cannot quantize "
                                     "to %s", (long long)r, (long long)c,
-                                    isnan(src[r * n_per_row + c]) ? "NaN" : "infinite", t->name);
+                                    isnan(x) ? "NaN" : "infinite", t->name);
+                if (type == EF_GGML_F16 && fabsf(x) >= 65520.0f)
+                    return ef__fail(EF_ERR_RANGE,
+                                    "value at row %lld, column %lld (%g) is too large for f16",
+                                    (long long)r, (long long)c, (double)x);
+            }
     }
     size_t n = (size_t)n_rows * (size_t)n_per_row;
     unsigned char *out = dst;

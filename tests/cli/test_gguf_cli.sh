@@ -32,7 +32,7 @@ err_has "expected IN.gguf OUT.gguf TYPE"
 expect 2 "$EF" quantize a.gguf b.gguf
 expect 2 "$EF" quantize a.gguf b.gguf q8_0 extra
 expect 2 "$EF" quantize a.gguf b.gguf q5_0
-err_has "not one of q8_0, q4_0"
+err_has "not one of q8_0, q4_0, f16"
 expect 2 "$EF" quantize a.gguf b.gguf q8_0 --pure
 err_has "--pure applies to q4_0"
 expect 2 "$EF" quantize a.gguf b.gguf q8_0 --bogus
@@ -88,6 +88,19 @@ cmp -s "$tmp/q8.gguf" "$tmp/q8b.gguf" || fail "two q8_0 runs differ"
 expect 0 "$EF" quantize "$tmp/q8.gguf" "$tmp/q8c.gguf" q8_0 --json
 [ "$(jget "$tmp/out" "j['already_target_type']")" = 16 ] 2>/dev/null || fail "requantize q8_0 -> q8_0: $(cat "$tmp/out")"
 cmp -s "$tmp/q8.gguf" "$tmp/q8c.gguf" || fail "q8_0 -> q8_0 is not a byte copy"
+
+# ---- f16: every matrix (the output projection too), IEEE half rounded to nearest even
+expect 0 "$EF" quantize "$tmp/m.gguf" "$tmp/h.gguf" f16 --json
+[ "$(jget "$tmp/out" "(j['quantized'], j['kept'], j['file_type'])")" = "(16, 5, 1)" ] || fail "f16: $(cat "$tmp/out")"
+peer check-quant "$tmp/m.gguf" "$tmp/h.gguf" >"$tmp/chk" || fail "check-quant f16 failed to run"
+[ "$(jget "$tmp/chk" "(j['mismatch'], j['f16'], j['copied'])")" = "([], 16, 5)" ] \
+    || fail "f16 bytes or types: $(cat "$tmp/chk")"
+# a weight beyond the f16 range is refused and nothing is written
+peer llama "$tmp/huge.gguf" --bad huge || fail "the peer could not write a model"
+expect 1 "$EF" quantize "$tmp/huge.gguf" "$tmp/huge16.gguf" f16
+err_has "too large for f16"
+[ ! -e "$tmp/huge16.gguf" ] || fail "f16: a refused run wrote its output"
+expect 0 "$EF" quantize "$tmp/huge.gguf" "$tmp/huge8.gguf" q8_0 --quiet  # Q8_0's scale holds it
 
 # ---- q4_0 ------------------------------------------------------------------------
 expect 0 "$EF" quantize "$tmp/m.gguf" "$tmp/q4.gguf" q4_0

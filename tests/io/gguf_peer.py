@@ -265,10 +265,10 @@ def cmd_llama(out, args):
     add("output_norm.weight", [dim], [1.0] * dim, 0)
     if not opts["tied"]:
         add("output.weight", [dim, vocab], mat(vocab, dim, 0.2))
-    if opts["bad"] == "nan":
+    if opts["bad"] in ("nan", "huge"):  # a NaN, or a finite value beyond f16's range
         name, t, ne, data = tensors[2]
         vals = list(struct.unpack("<%df" % (len(data) // 4), data))
-        vals[5] = float("nan")
+        vals[5] = float("nan") if opts["bad"] == "nan" else 1e5
         tensors[2] = (name, t, ne, struct.pack("<%df" % len(vals), *vals))
     elif opts["bad"] == "oddrow":
         add("blk.0.odd.weight", [50, 4], mat(4, 50, 0.1), 0)
@@ -346,7 +346,8 @@ def to_floats(t):
 def cmd_check_quant(src, dst):
     a, b = parse(src), parse(dst)
     ta = {t["name"]: t for t in a["tensors"]}
-    summary = {"tensors": len(b["tensors"]), "q8_0": 0, "q4_0": 0, "copied": 0, "mismatch": []}
+    summary = {"tensors": len(b["tensors"]), "q8_0": 0, "q4_0": 0, "f16": 0, "copied": 0,
+               "mismatch": []}
     if [t["name"] for t in a["tensors"]] != [t["name"] for t in b["tensors"]]:
         summary["mismatch"].append("tensor order or names differ")
     for t in b["tensors"]:
@@ -363,10 +364,13 @@ def cmd_check_quant(src, dst):
             continue
         x = to_floats(s)
         fn = {8: q8_0_block, 2: q4_0_block}.get(t["type_id"])
-        if x is None or fn is None:
+        if x is None or (fn is None and t["type_id"] != 1):
             summary["mismatch"].append(t["name"] + ": unexpected type " + t["type"])
             continue
-        want = b"".join(fn(x[i:i + 32]) for i in range(0, len(x), 32))
+        if t["type_id"] == 1:  # f16: IEEE half, rounded to nearest even
+            want = b"".join(struct.pack("<H", f16_bits(v)) for v in x)
+        else:
+            want = b"".join(fn(x[i:i + 32]) for i in range(0, len(x), 32))
         summary[t["type"]] += 1
         if want != t["bytes"]:
             summary["mismatch"].append(t["name"] + ": quantized bytes differ")

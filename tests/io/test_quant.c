@@ -442,6 +442,20 @@ static void test_checked_api(void) {
     CHECK(buf[0] == (ef_fp32_to_fp16(x[0]) & 0xff) && buf[1] == ef_fp32_to_fp16(x[0]) >> 8);
     CHECK_OK(ef_dequantize(EF_GGML_F16, buf, back, 64));
     for (int i = 0; i < 64; i++) CHECK(back[i] == ef_fp16_to_fp32(ef_fp32_to_fp16(x[i])));
+    /* F16: the largest finite half (65504) and what rounds to it pass; what
+     * rounds to infinity, and non-finite values, are refused */
+    {
+        float big[2] = {65504.0f, -65519.0f};
+        CHECK_OK(ef_quantize(EF_GGML_F16, big, buf, 1, 2, &n));
+        CHECK(ef_fp16_to_fp32((uint16_t)(buf[0] | buf[1] << 8)) == 65504.0f);
+        CHECK(ef_fp16_to_fp32((uint16_t)(buf[2] | buf[3] << 8)) == -65504.0f);
+        big[1] = 65520.0f;
+        CHECK(ef_quantize(EF_GGML_F16, big, buf, 1, 2, &n) == EF_ERR_RANGE);
+        CHECK(strstr(ef_last_error(), "too large for f16") != NULL);
+        big[1] = NAN;
+        CHECK(ef_quantize(EF_GGML_F16, big, buf, 1, 2, &n) == EF_ERR_INVALID);
+        CHECK(strstr(ef_last_error(), "NaN") != NULL);
+    }
     CHECK_OK(ef_quantize(EF_GGML_F32, x, buf, 1, 64, &n));
     CHECK(n == 256 && memcmp(buf, x, 256) == 0);
 
