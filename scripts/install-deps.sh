@@ -35,6 +35,12 @@ for p in "${PACKAGES[@]}"; do
     status=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
     [ "$status" = "install ok installed" ] || missing+=("$p")
 done
+# npm installs the llama.cpp peer of tests/slm (scripts/install-llamacpp-peer.sh).
+# Debian's nodejs ships without it (package npm); NodeSource's nodejs includes it.
+if ! command -v npm >/dev/null 2>&1; then
+    status=$(dpkg-query -W -f='${Status}' npm 2>/dev/null || true)
+    [ "$status" = "install ok installed" ] || missing+=(npm)
+fi
 
 if [ ${#missing[@]} -eq 0 ]; then
     echo "install-deps: all ${#PACKAGES[@]} packages present"
