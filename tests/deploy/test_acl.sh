@@ -79,7 +79,8 @@ sub_start() {
         --cert "$certs/$who.crt" --key "$certs/$who.key" -q 1 -v -d -W 120 \
         "${opts[@]}" "${topics[@]}" >"$tmp/$name.out" 2>&1 &
     subpid[$name]=$!
-    wait_for "$tmp/$name.out" "received SUBACK" 100 || fatal "subscriber $name ($who) got no SUBACK: $(tail -c 300 "$tmp/$name.out")"
+    # -d prints "received SUBACK", then (a separate write) "Subscribed (mid: ...): <granted QoS>"
+    wait_for "$tmp/$name.out" "Subscribed (mid:" 100 || fatal "subscriber $name ($who) got no SUBACK: $(tail -c 300 "$tmp/$name.out")"
 }
 sub_stop() {
     kill "${subpid[$1]}" 2>/dev/null
