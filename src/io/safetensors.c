@@ -22,6 +22,7 @@
 #include <cjson/cJSON.h>
 
 #include "core/core_internal.h"
+#include "core/strbuf.h"
 #include "edgefl/io.h"
 
 /* Same limit as the reference implementation: larger headers are refused
@@ -93,42 +94,16 @@ static float half_to_f32(uint16_t h) {
 
 /* ---- validation helpers -------------------------------------------------- */
 
-/* Strict UTF-8 check (no overlong forms, surrogates or code points > U+10FFFF). */
+/* Strict UTF-8 check (no overlong forms, surrogates or code points > U+10FFFF);
+ * the offset of the first bad sequence goes to *bad_at. */
 static int utf8_valid(const unsigned char *s, size_t n, size_t *bad_at) {
-    size_t i = 0;
-    while (i < n) {
-        unsigned c = s[i];
-        size_t len;
-        uint32_t cp, min;
-        if (c < 0x80) {
-            i++;
-            continue;
-        } else if ((c & 0xe0) == 0xc0) {
-            len = 2, cp = c & 0x1f, min = 0x80;
-        } else if ((c & 0xf0) == 0xe0) {
-            len = 3, cp = c & 0x0f, min = 0x800;
-        } else if ((c & 0xf8) == 0xf0) {
-            len = 4, cp = c & 0x07, min = 0x10000;
-        } else {
+    for (size_t i = 0; i < n;) {
+        size_t k = ef__utf8_seq(s + i, n - i);
+        if (k == 0) {
             *bad_at = i;
             return 0;
         }
-        if (n - i < len) {
-            *bad_at = i;
-            return 0;
-        }
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xc0) != 0x80) {
-                *bad_at = i;
-                return 0;
-            }
-            cp = cp << 6 | (s[i + k] & 0x3f);
-        }
-        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
-            *bad_at = i;
-            return 0;
-        }
-        i += len;
+        i += k;
     }
     return 1;
 }
